@@ -1,0 +1,154 @@
+"""Check the acceptance criteria on a benchmark run (``benchmarks/results.json``).
+
+Usage::
+
+    python benchmarks/acceptance.py [benchmarks/results.json] [--tool ours|nncf] [--tolerance 0.0]
+
+Prints one ``PASS`` / ``FAIL`` / ``N/A`` line per criterion and model and exits 0 only when every
+criterion that could be evaluated passed and none is missing for ``--tool``.
+
+Issue A (absolute bar, for ``--tool``, default ``ours``):
+
+* int8 fraction >= 0.90: Convolution/Deconvolution/FullyConnected layers the CPU plugin runs in
+  u8/i8 (activation x activation MatMuls are reported but not counted);
+* .bin size ratio INT8/FP32 <= 0.30;
+* fmnist_cnn top-1 accuracy within 0.01 of FP32;
+* mobilenet_v2 top-1 agreement with FP32 >= 0.85;
+* ppocrv4_det pooled mask F1 vs FP32 >= 0.85;
+* mp_face_detection_short output cosine >= 0.98, on the *minimum* over the two outputs.
+
+Issue B (ours against NNCF, same run):
+
+* per model, ours' headline agreement >= NNCF's - 0.005, and on average over the models >= NNCF's;
+* throughput ours >= 0.97 x NNCF;
+* calibration (quantization) time ours <= NNCF;
+* INT8 (ours) throughput >= FP32 and latency <= FP32 (``--tolerance`` relaxes both, e.g. 0.02).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ISSUE_A_AGREEMENT = {
+    # model: (label, minimum, how to read it from the accuracy block)
+    "mobilenet_v2": ("top-1 agreement >= 0.85", 0.85, lambda acc, t: acc["primary"].get(t)),
+    "ppocrv4_det": ("mask F1 (pooled) >= 0.85", 0.85, lambda acc, t: acc["primary"].get(t)),
+    "mp_face_detection_short": ("output cosine (min over outputs) >= 0.98", 0.98,
+                                lambda acc, t: acc["details"].get(t, {}).get("cosine_min_over_outputs")),
+}
+
+
+@dataclass
+class Check:
+    issue: str
+    criterion: str
+    model: str
+    status: str  # PASS | FAIL | N/A
+    detail: str
+
+
+def _fmt(x, nd=4) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def _status(ok: bool | None) -> str:
+    return "N/A" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def evaluate(results: dict, tool: str = "ours", tolerance: float = 0.0) -> list[Check]:
+    """All criteria for one run; ``tool`` is the INT8 variant held to issue A."""
+    checks: list[Check] = []
+    models = results.get("models", {})
+    for name, r in models.items():
+        st = r.get("structure", {}).get(tool, {})
+        acc = r.get("accuracy", {})
+        q = r.get("quantization", {}).get(tool)
+        missing = "not measured" if q is None else (q.get("error") or "not measured")
+        frac = st.get("int8_fraction")
+        checks.append(Check("A", "int8 conv/FC fraction >= 0.90", name,
+                            "FAIL" if frac is None else _status(frac >= 0.90),
+                            f"{st.get('weighted_int8')}/{st.get('weighted_total')} = {_fmt(frac, 3)}"
+                            if frac is not None else missing))
+        ratio = st.get("bin_ratio")
+        checks.append(Check("A", ".bin ratio INT8/FP32 <= 0.30", name,
+                            "FAIL" if ratio is None else _status(ratio <= 0.30),
+                            _fmt(ratio, 3) if ratio is not None else missing))
+        if name == "fmnist_cnn":
+            fp = acc.get("primary", {}).get("fp32")
+            v = acc.get("primary", {}).get(tool)
+            ok = None if fp is None else (False if v is None else abs(v - fp) <= 0.01)
+            checks.append(Check("A", "top-1 within 0.01 of FP32", name, "FAIL" if ok is None else _status(ok),
+                                f"{tool} {_fmt(v)} vs FP32 {_fmt(fp)}" if v is not None else missing))
+        if name in ISSUE_A_AGREEMENT:
+            label, lo, read = ISSUE_A_AGREEMENT[name]
+            v = read(acc, tool) if "primary" in acc else None
+            checks.append(Check("A", label, name, "FAIL" if v is None else _status(v >= lo),
+                                _fmt(v) if v is not None else missing))
+
+    # issue B: ours against NNCF
+    deltas = []
+    for name, r in models.items():
+        acc = r.get("accuracy", {}).get("primary", {})
+        ours, nn = acc.get("ours"), acc.get("nncf")
+        if ours is None or nn is None:
+            checks.append(Check("B", "agreement ours >= NNCF - 0.005", name, "N/A" if nn is None else "FAIL",
+                                f"ours {_fmt(ours)} NNCF {_fmt(nn)}"))
+        else:
+            deltas.append(ours - nn)
+            checks.append(Check("B", "agreement ours >= NNCF - 0.005", name, _status(ours >= nn - 0.005),
+                                f"ours {_fmt(ours)} NNCF {_fmt(nn)} ({r['accuracy'].get('metric')})"))
+        sp = r.get("speed", {})
+        tp = sp.get("throughput_fps", {}) or {}
+        lat = sp.get("latency_ms", {}) or {}
+        o, n, f = tp.get("ours"), tp.get("nncf"), tp.get("fp32")
+        checks.append(Check("B", "throughput ours >= 0.97 x NNCF", name,
+                            "N/A" if n is None else ("FAIL" if o is None else _status(o >= 0.97 * n)),
+                            f"ours {_fmt(o, 1)} NNCF {_fmt(n, 1)} FPS" + (f" ({o / n:.3f}x)" if o and n else "")))
+        qo = r.get("quantization", {}).get("ours", {}) or {}
+        qn = r.get("quantization", {}).get("nncf", {}) or {}
+        to, tn = qo.get("seconds"), qn.get("seconds")
+        ok = None if tn is None or not qn.get("ok") else (False if to is None or not qo.get("ok") else to <= tn)
+        checks.append(Check("B", "calibration time ours <= NNCF", name, _status(ok) if ok is not None else
+                            ("N/A" if tn is None else "FAIL"), f"ours {_fmt(to, 1)} s NNCF {_fmt(tn, 1)} s"))
+        checks.append(Check("B", "INT8 throughput >= FP32", name,
+                            "FAIL" if o is None or f is None else _status(o >= f * (1 - tolerance)),
+                            f"ours {_fmt(o, 1)} FP32 {_fmt(f, 1)} FPS" + (f" ({o / f:.3f}x)" if o and f else "")))
+        lo_, lf = lat.get("ours"), lat.get("fp32")
+        checks.append(Check("B", "INT8 latency <= FP32", name,
+                            "FAIL" if lo_ is None or lf is None else _status(lo_ <= lf * (1 + tolerance)),
+                            f"ours {_fmt(lo_, 3)} FP32 {_fmt(lf, 3)} ms" + (f" ({lo_ / lf:.3f}x)" if lo_ and lf else "")))
+    if deltas:
+        mean = sum(deltas) / len(deltas)
+        checks.append(Check("B", "agreement ours >= NNCF on average", "(all)", _status(mean >= 0),
+                            f"mean(ours - NNCF) = {mean:+.4f} over {len(deltas)} models"))
+    else:
+        checks.append(Check("B", "agreement ours >= NNCF on average", "(all)", "N/A", "no model with both"))
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="?", type=Path, default=Path(__file__).resolve().parent / "results.json")
+    ap.add_argument("--tool", choices=["ours", "nncf"], default="ours",
+                    help="INT8 variant held to the issue A bar (nncf: to see where the peer stands)")
+    ap.add_argument("--tolerance", type=float, default=0.0,
+                    help="relative slack for the INT8-vs-FP32 speed criteria (default 0: strict)")
+    args = ap.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    checks = evaluate(results, args.tool, args.tolerance)
+    if args.tool == "nncf":
+        checks = [c for c in checks if c.issue == "A"]
+    width = max(len(c.criterion) for c in checks)
+    for c in checks:
+        print(f"{c.status:4}  {c.issue}  {c.model:24} {c.criterion:{width}}  {c.detail}")
+    counts = {s: sum(c.status == s for c in checks) for s in ("PASS", "FAIL", "N/A")}
+    print(f"\n{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A  (tool={args.tool}, {args.results})")
+    return 0 if counts["FAIL"] == 0 and counts["N/A"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,673 @@
+"""Side-by-side benchmark: FP32 vs ours (``pot -q default``) vs NNCF (``nncf.quantize``).
+
+Usage::
+
+    python benchmarks/run.py [--models mobilenet_v2,fmnist_cnn,...] [--subset 300]
+        [--no-ours] [--no-nncf] [--out docs/benchmarks.md] [--json benchmarks/results.json]
+        [--work /tmp/potbench] [--rounds 5] [--seconds 1.2] [--reuse]
+
+Per model, in one run: quantize with both tools (each timed as a subprocess, start to exit),
+measure agreement with the FP32 reference (compiled with INFERENCE_PRECISION_HINT=f32) on inputs
+other than the calibration ones, count the Convolution/FullyConnected layers the CPU plugin runs
+in u8/i8, and measure latency and throughput of FP32 (default compile), ours and NNCF interleaved
+(A, B, C, A, B, C, ...; median of the rounds). See benchmarks/README.md for the columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+sys.path.insert(0, str(HERE))
+
+import data as bdata  # noqa: E402  (benchmarks/data.py)
+
+try:  # nncf is optional: without it the NNCF columns are skipped
+    import nncf  # noqa: F401
+
+    NNCF_VERSION: str | None = nncf.__version__
+except Exception:  # noqa: BLE001
+    NNCF_VERSION = None
+
+MODELS: dict[str, dict] = {
+    "mobilenet_v2": {"calib": "data/images", "eval": "classification_crops"},
+    "ppocrv4_det": {"calib": "data/images", "eval": "text_detection"},
+    "mp_face_detection_short": {"calib": "data/images", "eval": "output_cosine_crops"},
+    "fmnist_cnn": {"calib": "data/fashion_mnist/calibration", "eval": "fmnist_top1"},
+    "minilm_l6_v2": {"calib": "data/text_minilm", "eval": "embedding_cosine", "model_type": "transformer"},
+}
+VARIANTS = ("fp32", "ours", "nncf")
+WEIGHTED_LAYER_TYPES = ("Convolution", "Deconvolution", "FullyConnected")
+INT8_PRECISIONS = ("u8", "i8")
+F32_REF_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- quantization
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_timed(cmd: list[str], cwd: Path, log_path: Path) -> dict:
+    """Run ``cmd``; wall time from process start to exit; full output saved to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=str(cwd), capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    log_path.write_text(f"$ {shlex.join(cmd)}\n# cwd={cwd}\n# exit={proc.returncode} "
+                        f"seconds={seconds:.3f}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
+    return {"command": shlex.join(cmd), "exit_code": proc.returncode, "seconds": round(seconds, 3),
+            "stderr_tail": _tail(proc.stderr), "stdout_tail": _tail(proc.stdout, 5), "log": str(log_path)}
+
+
+def ours_base_command() -> list[str]:
+    """``pot`` if the console script on PATH is ours (pot_cli), else ``python -m pot_cli``."""
+    exe = shutil.which("pot")
+    if exe:
+        try:
+            head = Path(exe).read_text(errors="replace")[:2000]
+        except OSError:
+            head = ""
+        if "pot_cli" in head:
+            return [exe]
+    return [sys.executable, "-m", "pot_cli"]
+
+
+def quantize_ours(name: str, model_xml: Path, data_dir: Path, work: Path, reuse: bool) -> dict:
+    out_dir = work / "ours" / name
+    xml = out_dir / "optimized" / f"{name}.xml"
+    if reuse and xml.exists():
+        return {"ok": True, "reused": True, "xml": str(xml), "seconds": None}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    cmd = ours_base_command() + ["-q", "default", "-m", str(model_xml), "-w", str(model_xml.with_suffix(".bin")),
+                                 "--data-source", str(data_dir), "--output-dir", str(out_dir), "-d"]
+    res = run_timed(cmd, REPO, work / "logs" / f"ours_{name}.log")
+    res["xml"] = str(xml)
+    res["ok"] = res["exit_code"] == 0 and xml.exists() and xml.with_suffix(".bin").exists()
+    if res["exit_code"] == 0 and not res["ok"]:
+        res["error"] = f"exit 0 but {xml} (or its .bin) was not written"
+    elif res["exit_code"] != 0:
+        res["error"] = f"exit code {res['exit_code']}"
+    return res
+
+
+def quantize_nncf(name: str, model_xml: Path, data_dir: Path, work: Path, subset: int,
+                  model_type: str | None, reuse: bool) -> dict:
+    xml = work / "nncf" / name / f"{name}.xml"
+    if reuse and xml.exists():
+        return {"ok": True, "reused": True, "xml": str(xml), "seconds": None}
+    if xml.parent.exists():
+        shutil.rmtree(xml.parent)
+    cmd = [sys.executable, str(HERE / "nncf_quantize.py"), str(model_xml), str(data_dir), str(xml),
+           "--subset", str(subset)]
+    if model_type:
+        cmd += ["--model-type", model_type]
+    res = run_timed(cmd, REPO, work / "logs" / f"nncf_{name}.log")
+    res["xml"] = str(xml)
+    res["ok"] = res["exit_code"] == 0 and xml.exists()
+    if not res["ok"]:
+        res["error"] = f"exit code {res['exit_code']}" if res["exit_code"] else f"{xml} not written"
+    for line in reversed(res["stdout_tail"].splitlines()):
+        if line.startswith("{"):
+            try:
+                res["in_process"] = json.loads(line)
+            except json.JSONDecodeError:
+                pass
+            break
+    return res
+
+
+# ----------------------------------------------------------------------------- inference helpers
+
+
+def infer_all(compiled, inputs: list) -> list[list[np.ndarray]]:
+    """Run each input through one synchronous request; copies of every output per input."""
+    req = compiled.create_infer_request()
+    n_out = len(compiled.outputs)
+    outs = []
+    for x in inputs:
+        req.infer(x)
+        outs.append([np.array(req.get_output_tensor(i).data, copy=True) for i in range(n_out)])
+    return outs
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    denom = 2 * tp + fp + fn
+    return 1.0 if denom == 0 else 2 * tp / denom
+
+
+def output_names(compiled) -> list[str]:
+    names = []
+    for i, o in enumerate(compiled.outputs):
+        try:
+            names.append(o.get_any_name())
+        except RuntimeError:
+            names.append(f"output{i}")
+    return names
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def _compile_variants(core, xmls: dict[str, Path | None]) -> tuple[dict, dict]:
+    """The f32 reference plus each variant compiled default; ``errors`` for those that fail."""
+    compiled, errors = {}, {}
+    compiled["ref"] = core.compile_model(str(xmls["fp32"]), "CPU", F32_REF_CONFIG)
+    for v, xml in xmls.items():
+        if xml is None:
+            continue
+        try:
+            compiled[v] = core.compile_model(str(xml), "CPU")
+        except Exception as e:  # noqa: BLE001 - report and go on
+            errors[v] = f"compile failed: {e}"
+    return compiled, errors
+
+
+def _default_is_f32(compiled) -> bool:
+    """True when a default compile already infers in f32 (no bf16/f16 on this CPU)."""
+    try:
+        return compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _outputs_per_variant(compiled: dict, inputs: list) -> dict[str, list]:
+    outs = {"ref": infer_all(compiled["ref"], inputs)}
+    for v in VARIANTS:
+        if v not in compiled:
+            continue
+        if v == "fp32" and _default_is_f32(compiled["fp32"]):
+            outs[v] = outs["ref"]  # the default compile is the f32 path on this CPU
+        else:
+            outs[v] = infer_all(compiled[v], inputs)
+    return outs
+
+
+def eval_classification_crops(core, xmls, seed: int) -> dict:
+    model = core.read_model(str(xmls["fp32"]))
+    inputs, sources = bdata.crop_eval_inputs(model, SHARED / "data/images", crops_per_image=5, seed=seed)
+    compiled, errors = _compile_variants(core, xmls)
+    outs = _outputs_per_variant(compiled, inputs)
+    ref_top1 = np.array([o[0].ravel().argmax() for o in outs["ref"]])
+    ref_top5 = [set(np.argsort(o[0].ravel())[-5:]) for o in outs["ref"]]
+    primary, details = {}, {}
+    for v in VARIANTS:
+        if v not in outs:
+            continue
+        top1 = np.array([o[0].ravel().argmax() for o in outs[v]])
+        primary[v] = float((top1 == ref_top1).mean())
+        details[v] = {
+            "top1_agreement": primary[v],
+            "fp32_top1_in_top5": float(np.mean([t in s for t, s in zip(ref_top1, [
+                set(np.argsort(o[0].ravel())[-5:]) for o in outs[v]])])),
+            "top5_overlap": float(np.mean([len(set(np.argsort(o[0].ravel())[-5:]) & r) / 5
+                                           for o, r in zip(outs[v], ref_top5)])),
+            "logits_cosine_mean": float(np.mean([cosine(a[0], b[0]) for a, b in zip(outs[v], outs["ref"])])),
+        }
+    return {"metric": "top1_agreement", "metric_label": "top-1 agreement with FP32",
+            "inputs": f"{len(inputs)} random square crops (5 per photo of {len(set(sources))} photos, "
+                      f"side 40-100% of the short side, seed {seed}) resized to 224x224",
+            "n_inputs": len(inputs), "primary": primary, "details": details, "errors": errors}
+
+
+def eval_text_detection(core, xmls, seed: int, threshold: float = 0.3) -> dict:
+    model = core.read_model(str(xmls["fp32"]))
+    inputs, sources = bdata.crop_eval_inputs(model, SHARED / "data/images", crops_per_image=7, seed=seed,
+                                             names=bdata.TEXT_IMAGES, include_full=True, min_frac=0.4)
+    compiled, errors = _compile_variants(core, xmls)
+    outs = _outputs_per_variant(compiled, inputs)
+    ref_masks = [o[0] > threshold for o in outs["ref"]]
+    primary, details = {}, {}
+    for v in VARIANTS:
+        if v not in outs:
+            continue
+        tp = fp = fn = 0
+        per_image, empty_both = [], 0
+        for o, rm in zip(outs[v], ref_masks):
+            m = o[0] > threshold
+            t, f, n = int((m & rm).sum()), int((m & ~rm).sum()), int((~m & rm).sum())
+            tp, fp, fn = tp + t, fp + f, fn + n
+            if t + f + n == 0:
+                empty_both += 1
+            else:
+                per_image.append(_f1(t, f, n))
+        primary[v] = _f1(tp, fp, fn)
+        details[v] = {
+            "mask_f1_pooled": primary[v],
+            "mask_f1_mean_per_image": float(np.mean(per_image)) if per_image else 1.0,
+            "mask_f1_min_per_image": float(np.min(per_image)) if per_image else 1.0,
+            "images_with_empty_masks": empty_both,
+            "prob_cosine_mean": float(np.mean([cosine(a[0], b[0]) for a, b in zip(outs[v], outs["ref"])])),
+            "prob_max_abs_diff_mean": float(np.mean([np.abs(a[0] - b[0]).max() for a, b in zip(outs[v], outs["ref"])])),
+        }
+    ref_fraction = float(np.mean([m.mean() for m in ref_masks]))
+    return {"metric": "mask_f1_pooled", "metric_label": f"pixel F1 of mask (p>{threshold}) vs FP32, pooled",
+            "inputs": f"{len(inputs)} views of {len(set(sources))} photos with text "
+                      f"({', '.join(bdata.TEXT_IMAGES)}): the whole photo + 7 random square crops each "
+                      f"(side 40-100% of the short side, seed {seed}), resized to 640x640; "
+                      f"FP32 marks {ref_fraction:.1%} of the pixels as text on average",
+            "n_inputs": len(inputs), "primary": primary, "details": details, "errors": errors}
+
+
+def eval_output_cosine_crops(core, xmls, seed: int) -> dict:
+    model = core.read_model(str(xmls["fp32"]))
+    inputs, sources = bdata.crop_eval_inputs(model, SHARED / "data/images", crops_per_image=5, seed=seed)
+    compiled, errors = _compile_variants(core, xmls)
+    names = output_names(compiled["ref"])
+    outs = _outputs_per_variant(compiled, inputs)
+    primary, details = {}, {}
+    for v in VARIANTS:
+        if v not in outs:
+            continue
+        per_output = {}
+        for i, name in enumerate(names):
+            per_output[name] = float(np.mean([cosine(a[i], b[i]) for a, b in zip(outs[v], outs["ref"])]))
+        primary[v] = float(np.mean(list(per_output.values())))
+        d = {"cosine_mean_over_outputs": primary[v], "cosine_min_over_outputs": min(per_output.values()),
+             "cosine_per_output": per_output}
+        if "classificators" in names:  # BlazeFace: anchor scores, sigmoid > 0.5 = a detection
+            i = names.index("classificators")
+            tp = fp = fn = 0
+            for a, b in zip(outs[v], outs["ref"]):
+                m, r = a[i].ravel() > 0, b[i].ravel() > 0  # sigmoid(x) > 0.5 <=> x > 0
+                tp, fp, fn = tp + int((m & r).sum()), fp + int((m & ~r).sum()), fn + int((~m & r).sum())
+            d["anchor_detection_f1"] = _f1(tp, fp, fn)
+            d["anchor_detections_fp32"] = int(sum((b[i].ravel() > 0).sum() for b in outs["ref"]))
+        details[v] = d
+    return {"metric": "output_cosine_mean", "metric_label": "output cosine vs FP32 (mean over outputs)",
+            "inputs": f"{len(inputs)} random square crops (5 per photo of {len(set(sources))} photos, "
+                      f"side 40-100% of the short side, seed {seed}) resized to 128x128 NHWC",
+            "n_inputs": len(inputs), "primary": primary, "details": details, "errors": errors}
+
+
+def eval_fmnist(core, xmls, seed: int) -> dict:
+    model = core.read_model(str(xmls["fp32"]))
+    fm = SHARED / "data/fashion_mnist"
+    x, y = bdata.fmnist_eval_set(model, fm / "val", fm / "val.txt")
+    compiled, errors = _compile_variants(core, xmls)
+    batches = [x[i:i + 250] for i in range(0, len(x), 250)]
+    outs = {}
+    for v in ("ref",) + VARIANTS:
+        if v not in compiled:
+            continue
+        if v == "fp32" and _default_is_f32(compiled["fp32"]):
+            outs[v] = outs["ref"]
+            continue
+        outs[v] = np.concatenate([o[0] for o in infer_all(compiled[v], batches)])
+    ref_pred = outs["ref"].argmax(1)
+    primary, details = {}, {}
+    for v in VARIANTS:
+        if v not in outs:
+            continue
+        pred = outs[v].argmax(1)
+        primary[v] = float((pred == y).mean()) if v != "fp32" else float((ref_pred == y).mean())
+        details[v] = {"top1_accuracy": primary[v], "top1_agreement_with_fp32": float((pred == ref_pred).mean()),
+                      "delta_vs_fp32": float((pred == y).mean() - (ref_pred == y).mean())}
+    return {"metric": "top1_accuracy", "metric_label": "top-1 accuracy on the labelled val split",
+            "inputs": f"{len(x)} Fashion-MNIST test images (val/ + val.txt), batches of 250",
+            "n_inputs": int(len(x)), "primary": primary, "details": details, "errors": errors,
+            "fp32_reference_accuracy": float((ref_pred == y).mean())}
+
+
+def eval_embedding_cosine(core, xmls, seed: int) -> dict:
+    text_dir = SHARED / "data/text_minilm"
+    derived, kinds = bdata.text_eval_inputs(text_dir, seed=seed)
+    calib = bdata.text_samples(text_dir)
+    compiled, errors = _compile_variants(core, xmls)
+    outs_d = _outputs_per_variant(compiled, derived)
+    outs_c = _outputs_per_variant(compiled, calib)
+    primary, details = {}, {}
+    for v in VARIANTS:
+        if v not in outs_d:
+            continue
+        cos_d = np.array([cosine(a[0], b[0]) for a, b in zip(outs_d[v], outs_d["ref"])])
+        cos_c = np.array([cosine(a[0], b[0]) for a, b in zip(outs_c[v], outs_c["ref"])])
+        primary[v] = float(cos_d.mean())
+        details[v] = {"cosine_mean_derived": primary[v], "cosine_min_derived": float(cos_d.min()),
+                      "cosine_mean_calibration_samples": float(cos_c.mean()),
+                      "cosine_min_calibration_samples": float(cos_c.min()),
+                      "cosine_mean_by_kind": {k: float(cos_d[[kk == k for kk in kinds]].mean())
+                                              for k in sorted(set(kinds))}}
+    counts = {k: kinds.count(k) for k in sorted(set(kinds))}
+    return {"metric": "embedding_cosine_mean", "metric_label": "embedding cosine vs FP32 (non-calibration inputs)",
+            "inputs": f"{len(derived)} sequences derived from the 200 text samples ({counts}): truncated = first "
+                      f"half of the tokens, unpadded; shuffled = tokens permuted (seed {seed}), unpadded; "
+                      f"concat = sample i + sample i+1, cut/padded to 128. The 200 calibration samples "
+                      f"themselves are reported separately",
+            "n_inputs": len(derived), "primary": primary, "details": details, "errors": errors}
+
+
+EVALUATORS = {
+    "classification_crops": eval_classification_crops,
+    "text_detection": eval_text_detection,
+    "output_cosine_crops": eval_output_cosine_crops,
+    "fmnist_top1": eval_fmnist,
+    "embedding_cosine": eval_embedding_cosine,
+}
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def ir_structure(core, xml: Path) -> dict:
+    model = core.read_model(str(xml))
+    ops = model.get_ops()
+    types = [op.get_type_name() for op in ops]
+    int8_consts = sum(1 for op in ops if op.get_type_name() == "Constant"
+                      and op.get_element_type().get_type_name() in ("i8", "u8"))
+    return {"fake_quantize": types.count("FakeQuantize"), "int8_constants": int8_consts,
+            "bin_bytes": xml.with_suffix(".bin").stat().st_size}
+
+
+def runtime_structure(core, xml: Path) -> dict:
+    """Per weighted layer type: how many the CPU plugin runs in u8/i8 (from the runtime model)."""
+    compiled = core.compile_model(str(xml), "CPU")
+    rm = compiled.get_runtime_model()
+    counts: dict[str, dict[str, int]] = {}
+    not_int8 = []
+    for op in rm.get_ops():
+        rt = op.get_rt_info()
+        if "layerType" not in rt:
+            continue
+        lt = rt["layerType"].astype(str)
+        pr = rt["runtimePrecision"].astype(str).lower() if "runtimePrecision" in rt else "?"
+        if lt not in WEIGHTED_LAYER_TYPES + ("MatMul",):
+            continue
+        c = counts.setdefault(lt, {"total": 0, "int8": 0})
+        c["total"] += 1
+        if pr in INT8_PRECISIONS:
+            c["int8"] += 1
+        elif lt in WEIGHTED_LAYER_TYPES:
+            not_int8.append(f"{op.get_friendly_name()} ({lt}, {pr})")
+    total = sum(c["total"] for t, c in counts.items() if t in WEIGHTED_LAYER_TYPES)
+    int8 = sum(c["int8"] for t, c in counts.items() if t in WEIGHTED_LAYER_TYPES)
+    mm = counts.get("MatMul", {"total": 0, "int8": 0})
+    return {"weighted_total": total, "weighted_int8": int8,
+            "int8_fraction": (int8 / total) if total else None,
+            "matmul_total": mm["total"], "matmul_int8": mm["int8"],
+            "by_type": counts, "not_int8": not_int8[:40], "not_int8_count": len(not_int8)}
+
+
+def structure(core, xmls: dict[str, Path | None]) -> dict:
+    out = {}
+    fp32_bin = xmls["fp32"].with_suffix(".bin").stat().st_size
+    for v, xml in xmls.items():
+        if xml is None:
+            continue
+        try:
+            s = ir_structure(core, xml)
+            s.update(runtime_structure(core, xml))
+            s["bin_ratio"] = s["bin_bytes"] / fp32_bin
+            out[v] = s
+        except Exception as e:  # noqa: BLE001
+            out[v] = {"error": str(e)}
+    return out
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def _type_name(t) -> str:
+    return t.get_type_name() if hasattr(t, "get_type_name") else str(t)
+
+
+def _set_inputs(req, inputs: dict) -> None:
+    for k, v in inputs.items():
+        req.set_tensor(k, ov.Tensor(np.ascontiguousarray(v)))
+
+
+def _latency_round(compiled, inputs: dict, seconds: float) -> float:
+    req = compiled.create_infer_request()
+    _set_inputs(req, inputs)
+    times = []
+    end = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        req.infer()
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if t1 >= end:
+            break
+    return statistics.median(times) * 1000.0
+
+
+def _throughput_round(queue, seconds: float) -> float:
+    done = [0]
+
+    def cb(_req, _userdata):
+        done[0] += 1
+
+    queue.set_callback(cb)
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while time.perf_counter() < end:
+        queue.start_async()
+    queue.wait_all()
+    return done[0] / (time.perf_counter() - t0)
+
+
+def speed(core, xmls: dict[str, Path | None], inputs: dict, static_shapes: dict | None,
+          rounds: int, seconds: float) -> dict:
+    """Latency (sync, LATENCY hint) and throughput (async queue, THROUGHPUT hint), interleaved."""
+    variants = [v for v in VARIANTS if xmls.get(v) is not None]
+    res: dict = {"rounds": rounds, "seconds_per_round": seconds, "input_shapes":
+                 {k: list(v.shape) for k, v in inputs.items()}, "loadavg_before": _loadavg()}
+    for mode in ("LATENCY", "THROUGHPUT"):
+        compiled, info = {}, {}
+        for v in variants:
+            try:
+                m = core.read_model(str(xmls[v]))
+                if static_shapes:
+                    m.reshape(static_shapes)
+                t0 = time.perf_counter()
+                compiled[v] = core.compile_model(m, "CPU", {"PERFORMANCE_HINT": mode})
+                info[v] = {"compile_s": round(time.perf_counter() - t0, 3),
+                           "nireq": int(compiled[v].get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
+                           "inference_precision": _type_name(compiled[v].get_property("INFERENCE_PRECISION_HINT"))}
+            except Exception as e:  # noqa: BLE001
+                info[v] = {"error": str(e)}
+        queues = {}
+        for v, c in compiled.items():  # warm-up
+            if mode == "LATENCY":
+                _latency_round(c, inputs, 0.3)
+            else:
+                q = ov.AsyncInferQueue(c, info[v]["nireq"])
+                for i in range(len(q)):
+                    _set_inputs(q[i], inputs)
+                queues[v] = q
+                _throughput_round(q, 0.3)
+        per_round: dict[str, list[float]] = {v: [] for v in compiled}
+        order = list(compiled)
+        for r in range(rounds):
+            rot = order[r % len(order):] + order[:r % len(order)] if order else []
+            for v in rot:
+                if mode == "LATENCY":
+                    per_round[v].append(_latency_round(compiled[v], inputs, seconds))
+                else:
+                    per_round[v].append(_throughput_round(queues[v], seconds))
+        key = "latency_ms" if mode == "LATENCY" else "throughput_fps"
+        res[key] = {v: statistics.median(x) for v, x in per_round.items() if x}
+        res[key + "_rounds"] = per_round
+        res[mode.lower() + "_compile"] = info
+        del queues, compiled
+    res["loadavg_after"] = _loadavg()
+    return res
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def speed_inputs(name: str, core, fp32_xml: Path, calib_dir: Path) -> tuple[dict, dict | None]:
+    model = core.read_model(str(fp32_xml))
+    if bdata.is_npz_dir(calib_dir):
+        x = bdata.text_speed_input(calib_dir, 128)
+        return x, {k: [1, 128] for k in x}
+    spec = bdata.detect_image_input(model)
+    x = bdata.load_calibration_samples(model, calib_dir, subset=1)[0]
+    static = None
+    if model.inputs[0].get_partial_shape().is_dynamic:
+        static = {spec.name: list(x.shape)}
+    return {spec.name: x}, static
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    core = ov.Core()
+    try:
+        full_name = core.get_property("CPU", "FULL_DEVICE_NAME")
+    except Exception:  # noqa: BLE001
+        full_name = cpu
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+           if f in flags]
+    return {"cpu": cpu, "ov_device_name": full_name, "cores_logical": os.cpu_count(), "isa": isa,
+            "openvino": ov.__version__, "nncf": NNCF_VERSION, "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform(),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def run_model(name: str, args, core, work: Path) -> dict:
+    spec = MODELS[name]
+    fp32_xml = SHARED / "models" / name / f"{name}.xml"
+    calib = SHARED / spec["calib"]
+    res: dict = {"model": name, "fp32_xml": str(fp32_xml), "calibration_data": str(calib)}
+    t_model = time.perf_counter()
+
+    quant = {}
+    if not args.no_ours:
+        log(f"{name}: ours (pot -q default)")
+        quant["ours"] = quantize_ours(name, fp32_xml, calib, work, args.reuse)
+        log(f"{name}: ours -> exit {quant['ours'].get('exit_code')} in {quant['ours'].get('seconds')} s")
+    if not args.no_nncf:
+        log(f"{name}: nncf.quantize")
+        quant["nncf"] = quantize_nncf(name, fp32_xml, calib, work, args.subset, spec.get("model_type"), args.reuse)
+        log(f"{name}: nncf -> exit {quant['nncf'].get('exit_code')} in {quant['nncf'].get('seconds')} s")
+    res["quantization"] = quant
+
+    xmls: dict[str, Path | None] = {"fp32": fp32_xml}
+    for v in ("ours", "nncf"):
+        if v in quant and quant[v]["ok"]:
+            xmls[v] = Path(quant[v]["xml"])
+
+    log(f"{name}: accuracy ({spec['eval']})")
+    try:
+        res["accuracy"] = EVALUATORS[spec["eval"]](core, xmls, args.seed)
+    except Exception as e:  # noqa: BLE001
+        res["accuracy"] = {"error": f"{type(e).__name__}: {e}"}
+    log(f"{name}: accuracy {res['accuracy'].get('primary')}")
+
+    log(f"{name}: structure")
+    res["structure"] = structure(core, xmls)
+
+    log(f"{name}: speed ({args.rounds} rounds x {args.seconds} s, interleaved)")
+    try:
+        inputs, static = speed_inputs(name, core, fp32_xml, calib)
+        res["speed"] = speed(core, xmls, inputs, static, args.rounds, args.seconds)
+    except Exception as e:  # noqa: BLE001
+        res["speed"] = {"error": f"{type(e).__name__}: {e}"}
+    log(f"{name}: latency {res['speed'].get('latency_ms')} throughput {res['speed'].get('throughput_fps')}")
+    res["benchmark_seconds"] = round(time.perf_counter() - t_model, 1)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    ap.add_argument("--subset", type=int, default=300, help="NNCF subset_size (ours uses its default)")
+    ap.add_argument("--no-ours", action="store_true", help="skip our tool")
+    ap.add_argument("--no-nncf", action="store_true", help="skip NNCF (automatic when nncf is not installed)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    ap.add_argument("--json", type=Path, default=HERE / "results.json")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/potbench"))
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds per mode")
+    ap.add_argument("--seconds", type=float, default=1.2, help="seconds per speed round and variant")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation crops / shuffles")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse INT8 IRs already in --work instead of quantizing again (no timing)")
+    args = ap.parse_args(argv)
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; expected some of {list(MODELS)}")
+    if NNCF_VERSION is None and not args.no_nncf:
+        log("nncf is not installed: skipping the NNCF columns")
+        args.no_nncf = True
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    core = ov.Core()
+    results = {"machine": machine_info(), "loadavg_start": _loadavg(),
+               "command": "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+               "settings": {"models": names, "subset": args.subset, "ours": not args.no_ours,
+                            "nncf": not args.no_nncf, "rounds": args.rounds, "seconds": args.seconds,
+                            "seed": args.seed, "work": str(work), "reuse": args.reuse,
+                            "ours_command": shlex.join(ours_base_command())},
+               "models": {}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        results["models"][name] = run_model(name, args, core, work)
+        results["total_seconds"] = round(time.perf_counter() - t0, 1)
+        args.json.write_text(json.dumps(results, indent=1, default=str))  # partial results survive
+    results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    results["loadavg_end"] = _loadavg()
+    args.json.write_text(json.dumps(results, indent=1, default=str))
+
+    import report  # benchmarks/report.py
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report.render_markdown(results))
+    log(f"wrote {args.out} and {args.json} in {results['total_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

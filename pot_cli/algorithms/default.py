@@ -1,0 +1,127 @@
+"""DefaultQuantization: MinMaxQuantization followed by FastBiasCorrection, as the original POT.
+
+Flow (one statistics pass, then edits):
+
+1. plan FakeQuantize placement on the float model (:class:`MinMaxQuantization`);
+2. plan bias correction for weighted layers with a bias Add (:class:`FastBiasCorrection`);
+3. collect every requested statistic in one inference pass (the pipeline does it);
+4. compute activation ranges, weight codes and bias shifts;
+5. edit the graph: biases, activation FakeQuantize, INT8 weights (or weight FakeQuantize).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import openvino as ov
+
+from pot_cli.algorithms.fast_bias_correction import BiasCorrectionRecord, FastBiasCorrection
+from pot_cli.algorithms.min_max import MinMaxQuantization, MinMaxSettings
+from pot_cli.graph.insertion import (insert_compressed_weights, insert_fake_quantize, insert_weight_fake_quantize,
+                                     replace_constant_input)
+from pot_cli.statistics.collector import StatisticRequest, Statistics
+
+log = logging.getLogger("pot")
+
+
+@dataclass
+class QuantizerRecord:
+    """One row of the report: a FakeQuantize on an activation, or one quantized weight.
+
+    :param name: friendly name of the FakeQuantize (``<node>/fq_input_<port>``, ``<node>/fq_weights_<port>``).
+    :param kind: ``activation`` or ``weights``.
+    :param tensor: ``<producer friendly name>:<output port>``.
+    :param consumers: ``<node friendly name>:<input port>`` of every consumer.
+    :param levels: number of levels.
+    :param input_low: per tensor: the bound; per channel: the smallest bound over channels.
+    :param input_high: per tensor: the bound; per channel: the largest bound over channels.
+    :param channels: 1 per tensor, else number of channels.
+    :param observed: aggregated (min, max) statistics of an activation, None for weights.
+    """
+
+    name: str
+    kind: str
+    tensor: str
+    consumers: list[str]
+    levels: int
+    input_low: float
+    input_high: float
+    channels: int
+    observed: tuple[float, float] | None = None
+
+
+@dataclass
+class DefaultQuantizationResult:
+    """What DefaultQuantization did: report rows and bias-correction records."""
+
+    quantizers: list[QuantizerRecord] = field(default_factory=list)
+    bias_corrections: list[BiasCorrectionRecord] = field(default_factory=list)
+
+
+def _tensor_name(output: ov.Output) -> str:
+    return f"{output.get_node().get_friendly_name()}:{output.get_index()}"
+
+
+class DefaultQuantization:
+    """MinMax placement and ranges, FastBiasCorrection, INT8 weight storage.
+
+    :param settings: MinMaxQuantization settings.
+    :param use_fast_bias: run FastBiasCorrection (POT's default: on).
+    :param bias_threshold: FastBiasCorrection ``threshold``.
+    :param compress_weights: store weights as INT8 constants (False keeps float weights behind
+        a FakeQuantize, ``--keep-uncompressed-weights``).
+    """
+
+    def __init__(self, settings: MinMaxSettings, use_fast_bias: bool = True, bias_threshold: float = 2.0,
+                 compress_weights: bool = True):
+        self.min_max = MinMaxQuantization(settings)
+        self.bias = FastBiasCorrection(bias_threshold) if use_fast_bias else None
+        self.compress_weights = compress_weights
+
+    def statistic_requests(self, model: ov.Model) -> list[StatisticRequest]:
+        """Plan on ``model`` and return every statistic needed (one pass collects them all)."""
+        self.min_max.plan(model)
+        reqs = self.min_max.statistic_requests()
+        if self.bias is not None:
+            self.bias.plan(self.min_max.weights, self.min_max.is_constant)
+            reqs += self.bias.statistic_requests()
+        return reqs
+
+    def apply(self, model: ov.Model, stats: Statistics) -> DefaultQuantizationResult:
+        """Quantize ``model`` in place from ``stats``.
+
+        :param model: the model planned by :meth:`statistic_requests`.
+        :param stats: the collected statistics.
+        :return: report records.
+        """
+        result = DefaultQuantizationResult()
+        mm = self.min_max
+        mm.compute_ranges(stats)
+        mm.compute_weights()
+        if self.bias is not None:
+            self.bias.compute(stats)
+            result.bias_corrections = self.bias.apply(replace_constant_input)
+        for q in mm.activations:
+            consumers = [f"{i.get_node().get_friendly_name()}:{i.get_index()}" for i in q.consumers]
+            insert_fake_quantize(q.output, q.consumers, q.params, q.name)
+            result.quantizers.append(QuantizerRecord(
+                q.name, "activation", _tensor_name(q.output), consumers, q.params.levels,
+                float(np.min(q.params.input_low)), float(np.max(q.params.input_high)), int(q.params.scale.size), q.stats))
+        done: dict[tuple[ov.Output, tuple[int, ...]], ov.Output] = {}
+        for w in mm.weights:
+            target = w.node.input(w.port)
+            name = f"{w.node.get_friendly_name()}/fq_weights_{w.port}"
+            key = (w.source, w.keep_axes)
+            tensor = _tensor_name(w.source)
+            if key in done:  # shared weights: one quantized copy for all consumers
+                target.replace_source_output(done[key])
+            elif self.compress_weights:
+                done[key] = insert_compressed_weights(target, w.codes, w.params, name)
+            else:
+                done[key] = insert_weight_fake_quantize(target, w.value, w.params, name)
+            result.quantizers.append(QuantizerRecord(
+                name, "weights", tensor, [f"{w.node.get_friendly_name()}:{w.port}"], w.params.levels,
+                float(np.min(w.params.input_low)), float(np.max(w.params.input_high)), int(w.params.scale.size)))
+        model.validate_nodes_and_infer_types()
+        return result

@@ -1,0 +1,343 @@
+"""MinMaxQuantization: where FakeQuantize ops go, and their ranges from min/max statistics.
+
+Placement: activation inputs of weighted ops (Convolution, GroupConvolution,
+ConvolutionBackpropData, GroupConvolutionBackpropData, MatMul) and of the element-wise ops the
+hardware config lists whose inputs are all activations (a residual Add). Weights (a constant
+sub-graph on port 1) are quantized per output channel. One quantizer per tensor, shared by all
+its quantized consumers; integer tensors and constant or shape sub-graphs are never quantized.
+
+Ranges: per-tensor activation ranges from per-sample minima and maxima aggregated across samples
+(mean by default, as POT's ``default`` range-estimator preset and NNCF's MEAN_MINMAX); weights from
+their exact per-channel ``max|W|`` (Krishnamoorthi, 2018, "Quantizing deep convolutional networks
+for efficient inference: A whitepaper", section 2).
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import openvino as ov
+
+from pot_cli.algorithms.fake_quantize import (QuantizerParams, compute_activation_params, compute_weight_params,
+                                              quantize_to_int, dequantize)
+from pot_cli.errors import ConfigError, NotSupportedError
+from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
+from pot_cli.graph.patterns import WEIGHTED_OPS, is_depthwise, is_float, weight_channel_axes
+from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
+
+log = logging.getLogger("pot")
+
+
+def _trimmed(values: np.ndarray, keep_low: float, keep_high: float) -> np.ndarray:
+    lo, hi = np.quantile(values, [keep_low, keep_high])
+    inside = values[(values >= lo) & (values <= hi)]
+    return inside if inside.size else values
+
+
+def _hodges_lehmann(values: np.ndarray) -> float:
+    # median of the Walsh averages (x_i + x_j) / 2, i <= j; O(n^2) memory is fine for n <= ~3000
+    i, j = np.triu_indices(values.size)
+    return float(np.median((values[i] + values[j]) / 2.0))
+
+
+#: how per-sample values (shape ``(n_samples,)``) become one number; names as in POT configs
+AGGREGATORS: dict[str, Callable[[np.ndarray, float], float]] = {
+    "mean": lambda v, p: float(np.mean(v)),
+    "max": lambda v, p: float(np.max(v)),
+    "min": lambda v, p: float(np.min(v)),
+    "median": lambda v, p: float(np.median(v)),
+    "mean_no_outliers": lambda v, p: float(np.mean(_trimmed(v, p, 1.0 - p))),
+    "median_no_outliers": lambda v, p: float(np.median(_trimmed(v, p, 1.0 - p))),
+    "hl_estimator": lambda v, p: _hodges_lehmann(v),
+}
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """How to turn statistics into a range (a subset of POT's ``range_estimator``).
+
+    :param min_type: per-sample statistic for the lower bound: ``min`` or ``abs_max``.
+    :param min_aggregator: key of :data:`AGGREGATORS`.
+    :param max_type: ``max`` or ``abs_max``.
+    :param max_aggregator: key of :data:`AGGREGATORS`.
+    :param outlier_prob: fraction trimmed at each end by the ``*_no_outliers`` aggregators.
+    :param clipping_value: optional upper clip of the resulting max (POT's ``clipping_value``).
+    """
+
+    min_type: str = "min"
+    min_aggregator: str = "mean"
+    max_type: str = "max"
+    max_aggregator: str = "mean"
+    outlier_prob: float = 1e-4
+    clipping_value: float | None = None
+
+
+@dataclass(frozen=True)
+class MinMaxSettings:
+    """Typed parameters of MinMaxQuantization.
+
+    :param activation_op_types: ops whose activation inputs are quantized (from the hardware config).
+    :param eltwise_op_types: of those, the ones without weights, quantized only when every input
+        is an activation (for example a residual Add).
+    :param activation_mode: ``symmetric`` (preset performance) or ``asymmetric`` (preset mixed).
+    :param activation_bits: 8, or 16 for GNA.
+    :param weight_mode: ``symmetric`` or ``asymmetric``.
+    :param weight_bits: 8 (or 16).
+    :param weight_per_channel: per output channel (True) or per tensor.
+    :param ranges: the activation range estimator (per-tensor quantizers).
+    :param depthwise_per_channel: quantize the input of a depthwise convolution per channel
+        (the hardware config's ``DepthWiseConvolution`` with a per-channel activation quantizer);
+        its range is the global min/max over samples (NNCF's MINMAX for per-channel activations).
+    :param saturation_fix: ``first_layer`` (default), ``all`` or ``no``: quantize the weights of
+        the first weighted layers (those with no weighted op upstream), or of all layers, to 7 bits
+        (``[-63, 63]``) so that u8 x i8 products summed in pairs cannot saturate the int16
+        intermediate of CPUs without VNNI (``vpmaddubsw``); the original POT's ``saturation_fix``
+        and NNCF's ``OverflowFix``.
+    :param ignored_scope: node friendly names left in floating point.
+    :param ignored_types: op types left in floating point.
+    """
+
+    activation_op_types: frozenset[str] = WEIGHTED_OPS
+    eltwise_op_types: frozenset[str] = frozenset()
+    activation_mode: str = "symmetric"
+    activation_bits: int = 8
+    weight_mode: str = "symmetric"
+    weight_bits: int = 8
+    weight_per_channel: bool = True
+    ranges: RangeSpec = RangeSpec()
+    depthwise_per_channel: bool = True
+    saturation_fix: str = "first_layer"
+    ignored_scope: tuple[str, ...] = ()
+    ignored_types: tuple[str, ...] = ()
+
+
+@dataclass
+class ActivationQuantizer:
+    """A FakeQuantize to insert on tensor ``output``, feeding ``consumers``.
+
+    :param output: the quantized tensor (a node output).
+    :param consumers: the inputs that will read the FakeQuantize instead of ``output``.
+    :param name: friendly name of the FakeQuantize, ``<first consumer>/fq_input_<port>``.
+    :param channel_axis: None per tensor, else the channel axis of a per-channel quantizer.
+    :param params: parameters, set by :meth:`MinMaxQuantization.compute_ranges`.
+    :param stats: the aggregated (min, max), per tensor; per channel the extreme values.
+    """
+
+    output: ov.Output
+    consumers: list[ov.Input] = field(default_factory=list)
+    name: str = ""
+    channel_axis: int | None = None
+    params: QuantizerParams | None = None
+    stats: tuple[float, float] | None = None
+
+
+@dataclass
+class WeightQuantizer:
+    """Quantization of the constant weight input ``port`` of ``node``.
+
+    :param node: the weighted op.
+    :param port: its weight input port (1, or 0 for a MatMul with constant first input).
+    :param source: the constant sub-graph output feeding that port.
+    :param keep_axes: output-channel axes kept per channel (``()`` per tensor).
+    :param value: the evaluated float32 weights, shape of the port (e.g. ``(C_out, C_in, kH, kW)``).
+    :param params: the quantizer, arrays with ``value.ndim`` dims.
+    :param codes: integer codes, same shape as ``value`` (int8 for 8 bits).
+    :param dequantized: ``scale * (codes - zero_point)`` as float32, what the runtime will use.
+    """
+
+    node: ov.Node
+    port: int
+    source: ov.Output
+    keep_axes: tuple[int, ...]
+    value: np.ndarray | None = None
+    params: QuantizerParams | None = None
+    codes: np.ndarray | None = None
+    dequantized: np.ndarray | None = None
+
+
+class MinMaxQuantization:
+    """Plans FakeQuantize placement on a model and computes ranges from statistics.
+
+    Two-phase contract: :meth:`plan` then :meth:`statistic_requests`; after the statistics are
+    collected, :meth:`compute_ranges`. Graph edits are done by :mod:`pot_cli.graph.insertion`.
+
+    :param settings: typed parameters.
+    """
+
+    def __init__(self, settings: MinMaxSettings):
+        self.settings = settings
+        self.activations: list[ActivationQuantizer] = []
+        self.weights: list[WeightQuantizer] = []
+        self._constant_cache: dict = {}
+
+    def is_constant(self, output: ov.Output) -> bool:
+        """Whether ``output`` comes from a constant sub-graph (memoised per model)."""
+        return is_constant_subgraph(output, self._constant_cache)
+
+    def _check_ignored(self, model: ov.Model) -> None:
+        names = [op.get_friendly_name() for op in model.get_ops()]
+        known = set(names)
+        for name in self.settings.ignored_scope:
+            if name not in known:
+                close = difflib.get_close_matches(name, names, n=3)
+                hint = f"closest node names: {', '.join(repr(c) for c in close)}" if close else None
+                raise ConfigError(f"ignored.scope: no node named '{name}' in the model", hint=hint)
+
+    def _ignored(self, node: ov.Node) -> bool:
+        return (node.get_friendly_name() in self.settings.ignored_scope
+                or node.get_type_name() in self.settings.ignored_types)
+
+    def plan(self, model: ov.Model) -> None:
+        """Decide which tensors and weights get quantizers (fills ``activations``, ``weights``).
+
+        :param model: the floating-point model (not modified).
+        :raises ConfigError: when an ignored scope name matches no node.
+        """
+        self._check_ignored(model)
+        by_output: dict[ov.Output, ActivationQuantizer] = {}
+        s = self.settings
+
+        per_channel: dict[ov.Output, bool] = {}
+
+        def add_activation(inp: ov.Input, channel_wise: bool = False) -> None:
+            src = inp.get_source_output()
+            if not is_float(src) or self.is_constant(src):
+                return
+            q = by_output.get(src)
+            if q is None:
+                q = by_output[src] = ActivationQuantizer(
+                    src, name=f"{inp.get_node().get_friendly_name()}/fq_input_{inp.get_index()}")
+            q.consumers.append(inp)
+            # one quantizer per tensor: per channel only if every quantized consumer wants it
+            per_channel[src] = per_channel.get(src, True) and channel_wise
+
+        for node in model.get_ordered_ops():
+            t = node.get_type_name()
+            if t not in s.activation_op_types or self._ignored(node):
+                continue
+            if t in WEIGHTED_OPS:
+                data, weights = node.input(0), node.input(1)
+                const0, const1 = self.is_constant(data.get_source_output()), self.is_constant(weights.get_source_output())
+                if const0 and const1:
+                    continue
+                if const1:
+                    add_activation(data, s.depthwise_per_channel and is_depthwise(node))
+                    self._add_weights(node, 1)
+                elif const0 and t == "MatMul":
+                    add_activation(weights)
+                    self._add_weights(node, 0)
+                elif t == "MatMul":  # both inputs are activations (attention scores)
+                    add_activation(data)
+                    add_activation(weights)
+                else:  # a convolution with run-time weights: quantize the data input only
+                    add_activation(data)
+            elif t in s.eltwise_op_types:
+                srcs = [i.get_source_output() for i in node.inputs()]
+                if all(is_float(o) and not self.is_constant(o) for o in srcs):
+                    for inp in node.inputs():
+                        add_activation(inp)
+        for src, q in by_output.items():
+            if per_channel[src]:
+                q.channel_axis = 1
+        self.activations = list(by_output.values())
+
+    def _add_weights(self, node: ov.Node, port: int) -> None:
+        src = node.input(port).get_source_output()
+        rank = src.get_partial_shape().rank.get_length()
+        axes = weight_channel_axes(node, rank) if (port == 1 and self.settings.weight_per_channel) else ()
+        self.weights.append(WeightQuantizer(node, port, src, axes))
+
+    def statistic_requests(self) -> list[StatisticRequest]:
+        """Per-sample MIN and MAX of every activation to quantize."""
+        reqs = []
+        for q in self.activations:
+            if q.channel_axis is None:
+                reqs.append(StatisticRequest(q.output, Reduction.MIN))
+                reqs.append(StatisticRequest(q.output, Reduction.MAX))
+            else:
+                reqs.append(StatisticRequest(q.output, Reduction.MIN_PER_CHANNEL, q.channel_axis))
+                reqs.append(StatisticRequest(q.output, Reduction.MAX_PER_CHANNEL, q.channel_axis))
+        return reqs
+
+    def _first_layers(self) -> set[int]:
+        """Instance ids of weighted ops with no quantized weighted op upstream of their data input."""
+        weighted = {w.node.get_instance_id() for w in self.weights}
+        first = set()
+        for w in self.weights:
+            stack, seen, found = [w.node.input(w.port ^ 1).get_source_output().get_node()], set(), False
+            while stack and not found:
+                node = stack.pop()
+                key = node.get_instance_id()
+                if key in seen:
+                    continue
+                seen.add(key)
+                if key in weighted:
+                    found = True
+                    break
+                stack.extend(i.get_source_output().get_node() for i in node.inputs())
+            if not found:
+                first.add(w.node.get_instance_id())
+        return first
+
+    def compute_weights(self) -> None:
+        """Evaluate the weight sub-graphs and compute per-channel quantizers and integer codes."""
+        values = evaluate_constants([w.source for w in self.weights])
+        s = self.settings
+        fix = set()
+        if s.saturation_fix == "all":
+            fix = {w.node.get_instance_id() for w in self.weights}
+        elif s.saturation_fix == "first_layer":
+            fix = self._first_layers()
+        for w, value in zip(self.weights, values):
+            w.value = value.astype(np.float32)
+            bits = s.weight_bits - 1 if (w.node.get_instance_id() in fix and s.weight_bits == 8) else s.weight_bits
+            w.params = compute_weight_params(w.value, w.keep_axes, mode=s.weight_mode, bits=bits,
+                                             narrow_range=True)
+            w.codes = quantize_to_int(w.value, w.params)
+            w.dequantized = dequantize(w.codes, w.params)
+
+    def compute_ranges(self, stats: Statistics) -> None:
+        """Set ``params`` of every activation quantizer from the collected statistics.
+
+        :param stats: per-sample MIN/MAX of each quantized tensor.
+        :raises NotSupportedError: on a range-estimator type that is not available.
+        """
+        r = self.settings.ranges
+        for name in (r.min_aggregator, r.max_aggregator):
+            if name not in AGGREGATORS:
+                raise NotSupportedError(f"range_estimator aggregator '{name}' is not supported yet; "
+                                        f"expected one of {', '.join(AGGREGATORS)}")
+        for q in self.activations:
+            if q.channel_axis is not None:
+                rank = q.output.get_partial_shape().rank.get_length()
+                view = [1] * rank
+                view[q.channel_axis] = -1
+                lo = stats.get(q.output, Reduction.MIN_PER_CHANNEL, q.channel_axis).min(axis=0).reshape(view)
+                hi = stats.get(q.output, Reduction.MAX_PER_CHANNEL, q.channel_axis).max(axis=0).reshape(view)
+                q.stats = (float(lo.min()), float(hi.max()))
+                q.params = compute_activation_params(lo, hi, self.settings.activation_mode, self.settings.activation_bits)
+                continue
+            mins = stats.get(q.output, Reduction.MIN)
+            maxs = stats.get(q.output, Reduction.MAX)
+            lo = self._estimate(mins, maxs, r.min_type, r.min_aggregator, low=True)
+            hi = self._estimate(mins, maxs, r.max_type, r.max_aggregator, low=False)
+            if r.clipping_value is not None:
+                hi = min(hi, r.clipping_value)
+            q.stats = (lo, hi)
+            q.params = compute_activation_params(lo, hi, self.settings.activation_mode, self.settings.activation_bits)
+
+    def _estimate(self, mins: np.ndarray, maxs: np.ndarray, kind: str, aggregator: str, low: bool) -> float:
+        if kind == "min":
+            values = mins
+        elif kind == "max":
+            values = maxs
+        elif kind == "abs_max":
+            values = np.maximum(np.abs(mins), np.abs(maxs))
+            agg = AGGREGATORS[aggregator](values, self.settings.ranges.outlier_prob)
+            return -agg if low and float(np.min(mins)) < 0 else (0.0 if low else agg)
+        else:
+            raise NotSupportedError(f"range_estimator type '{kind}' is not supported yet; expected min, max or abs_max")
+        return AGGREGATORS[aggregator](values, self.settings.ranges.outlier_prob)

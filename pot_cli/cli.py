@@ -1,0 +1,194 @@
+"""The ``pot`` command (Click), with the original POT's flags and rules.
+
+Exit codes: 0 success; 1 runtime failure (model, data, inference, output); 2 usage or
+configuration error, or a feature not supported yet; 130 interrupted (Ctrl-C).
+This is the only place that catches :class:`pot_cli.errors.PotError`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from pot_cli import __version__
+from pot_cli.errors import NotSupportedError, PotError, UsageError
+
+log = logging.getLogger("pot")
+
+EXIT_INTERRUPTED = 130
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+TARGET_DEVICES = ("ANY", "CPU", "CPU_SPR", "GPU", "NPU", "VPU", "GNA", "GNA3", "GNA3.5")
+
+
+def _setup_console_logging(level: str) -> None:
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(getattr(logging, level))
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.addHandler(console)
+
+
+def _add_file_log(path: Path, level: str) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(min(logging.INFO, getattr(logging, level)))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+def build_raw_config(config: str | None, quantize: str | None, preset: str | None, model: str | None,
+                     weights: str | None, name: str | None, engine: str | None, data_source: str | None,
+                     target_device: str | None) -> tuple[dict, str, Path | None]:
+    """Turn the flags into a raw POT config dict (flags override the config file's values).
+
+    :return: ``(raw, source, config_path)``; ``source`` names where keys came from in messages.
+    :raises UsageError: on a forbidden combination of flags.
+    :raises ConfigError: when the config file cannot be read.
+    """
+    from pot_cli.config import load_config_file
+
+    if config and quantize:
+        raise UsageError("-c/--config and -q/--quantize are mutually exclusive; use one of them")
+    if not config and not quantize:
+        raise UsageError("either -c/--config or -q/--quantize is required")
+    if config:
+        path = Path(config)
+        raw = load_config_file(path)
+        if not isinstance(raw, dict):
+            from pot_cli.errors import ConfigError
+            raise ConfigError(f"{path}: the top level must be a mapping with 'model', 'engine' and 'compression'")
+        source = str(path)
+    else:
+        path = None
+        source = "<command line>"
+        if not model:
+            raise UsageError("-q/--quantize needs -m/--model")
+        if quantize == "default" and engine != "accuracy_checker" and not data_source:
+            raise UsageError("-q default needs --data-source DIR (simplified engine) or --engine accuracy_checker "
+                             "with --ac-config")
+        algo = "DefaultQuantization" if quantize == "default" else "AccuracyAwareQuantization"
+        raw = {"model": {}, "engine": {"type": engine or ("simplified" if data_source else "accuracy_checker")},
+               "compression": {"algorithms": [{"name": algo, "params": {"preset": preset or "performance",
+                                                                        "stat_subset_size": 300}}]}}
+    raw.setdefault("model", {})
+    raw.setdefault("engine", {})
+    raw.setdefault("compression", {})
+    if model:
+        raw["model"]["model"] = model
+        if not weights and path is not None:
+            raw["model"].pop("weights", None)
+    if weights:
+        raw["model"]["weights"] = weights
+    if name:
+        raw["model"]["model_name"] = name
+    if data_source:
+        raw["engine"]["data_source"] = data_source
+        raw["engine"].setdefault("type", "simplified")
+    if engine:
+        raw["engine"]["type"] = engine
+    if target_device:
+        raw["compression"]["target_device"] = target_device
+    if preset and isinstance(raw["compression"].get("algorithms"), list):
+        for algo in raw["compression"]["algorithms"]:
+            if isinstance(algo, dict):
+                algo.setdefault("params", {})["preset"] = preset
+    return raw, source, path
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", type=click.Path(dir_okay=False), help="Path to a POT config file (.json or .yml/.yaml).")
+@click.option("-q", "--quantize", type=click.Choice(["default", "accuracy_aware"]),
+              help="Quantize with DefaultQuantization or AccuracyAwareQuantization (no config file).")
+@click.option("--preset", type=click.Choice(["performance", "mixed"]), help="Quantization preset (default performance).")
+@click.option("-m", "--model", type=click.Path(dir_okay=False), help="Path to the model .xml.")
+@click.option("-w", "--weights", type=click.Path(dir_okay=False), help="Path to the weights .bin (default: beside the .xml).")
+@click.option("-n", "--name", help="Model name used in output names (default: the .xml stem).")
+@click.option("--engine", type=click.Choice(["simplified", "accuracy_checker"]),
+              help="Engine type; -q default with --data-source means simplified.")
+@click.option("--data-source", help="Calibration data: a folder, a glob pattern or a .txt list of files.")
+@click.option("--ac-config", type=click.Path(dir_okay=False), help="Accuracy Checker config (accuracy_checker engine).")
+@click.option("--max-drop", type=float, help="maximal_drop for -q accuracy_aware (fraction, e.g. 0.01).")
+@click.option("-e", "--evaluate", is_flag=True, help="Evaluate the quantized model on the validation set.")
+@click.option("--target-device", type=click.Choice(TARGET_DEVICES, case_sensitive=False),
+              help="Target device (default ANY).")
+@click.option("--output-dir", default="./results", show_default=True, help="Folder for the results.")
+@click.option("-d", "--direct-dump", is_flag=True, help="Write to <output-dir>/optimized without run sub-folders.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="INFO", show_default=True,
+              help="Console log level; DEBUG also shows tracebacks.")
+@click.option("--progress-bar", is_flag=True, help="Show a progress bar for statistics collection.")
+@click.option("--stream-output", is_flag=True, help="Print progress as separate lines (for log collectors).")
+@click.option("--keep-uncompressed-weights", is_flag=True,
+              help="Keep float weights behind FakeQuantize instead of INT8 constants.")
+@click.version_option(__version__, "--version", prog_name="pot")
+def main(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
+         target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights):
+    """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
+    _setup_console_logging(log_level)
+    try:
+        code = _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop,
+                    evaluate, target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
+                    keep_uncompressed_weights)
+    except PotError as e:
+        if log_level == "DEBUG":
+            traceback.print_exc()
+        log.error(e.format_message())
+        code = e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; no output written")
+        code = EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so in one line, trace only on request
+        if log_level == "DEBUG":
+            traceback.print_exc()
+        log.error("internal error: %s: %s (rerun with --log-level DEBUG for the traceback)", type(e).__name__, e)
+        code = 1
+    finally:
+        for h in list(log.handlers):
+            h.flush()
+            if isinstance(h, logging.FileHandler):
+                h.close()
+                log.removeHandler(h)
+    sys.exit(code)
+
+
+def _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
+         target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
+         keep_uncompressed_weights) -> int:
+    if quantize == "accuracy_aware" or engine == "accuracy_checker" or ac_config:
+        raise NotSupportedError("AccuracyAwareQuantization and the accuracy_checker engine are not supported yet; "
+                                "use -q default --data-source DIR")
+    if evaluate:
+        raise NotSupportedError("-e/--evaluate is not supported yet")
+    if max_drop is not None:
+        raise UsageError("--max-drop applies only to -q accuracy_aware")
+    if weights and not model and not config:
+        raise UsageError("-w/--weights needs -m/--model")
+    if model and not weights:
+        weights = str(Path(model).with_suffix(".bin"))
+
+    from pot_cli.config import validate_config
+    from pot_cli.pipeline import RunOptions, create_run_dir, run_quantization
+
+    raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
+                                      target_device.upper() if target_device else None)
+    cfg = validate_config(raw, source=source)
+    options = RunOptions(output_dir=Path(output_dir), direct_dump=direct_dump,
+                         keep_uncompressed_weights=keep_uncompressed_weights, progress_bar=progress_bar,
+                         stream_output=stream_output)
+    algo_name = cfg.compression.algorithms[0].name if cfg.compression.algorithms else "DefaultQuantization"
+    run_dir = create_run_dir(options, cfg.model.model_name, algo_name)
+    try:
+        _add_file_log(run_dir / "log.txt", log_level)
+    except OSError as e:
+        from pot_cli.errors import OutputError
+        raise OutputError(f"{run_dir}: cannot create the output folder: {e.strerror or e}") from e
+    log.info("pot %s: quantizing %s (target_device %s)", __version__, cfg.model.model, cfg.compression.target_device)
+    result = run_quantization(cfg, options, run_dir)
+    click.echo(str(result.xml))
+    return 0

@@ -1,0 +1,317 @@
+"""Typed, frozen configuration objects built once from a validated POT config.
+
+Nothing downstream of :mod:`pot_cli.config.loader` sees the raw dictionary: every section of a
+POT configuration file becomes one of the frozen dataclasses below, with the defaults of the
+original Post-Training Optimization Tool applied. Sequences are tuples and free-form mappings are
+read-only (:class:`types.MappingProxyType`, nested lists as tuples); :func:`thaw` turns them back
+into plain JSON values.
+
+The layout follows the POT file format::
+
+    {"model": {...}, "engine": {...}, "compression": {"target_device": ..., "algorithms": [...]}}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+#: Values accepted for ``compression.target_device`` after normalisation (``VPU`` becomes ``NPU``).
+TARGET_DEVICES = ("ANY", "CPU", "CPU_SPR", "GPU", "NPU", "GNA", "GNA3", "GNA3.5")
+#: Algorithm names accepted in ``compression.algorithms[*].name`` (POT's registry keys).
+ALGORITHM_NAMES = (
+    "DefaultQuantization",
+    "MinMaxQuantization",
+    "AccuracyAwareQuantization",
+    "FastBiasCorrection",
+    "BiasCorrection",
+    "ActivationChannelAlignment",
+)
+
+TargetDevice = Literal["ANY", "CPU", "CPU_SPR", "GPU", "NPU", "GNA", "GNA3", "GNA3.5"]
+EngineType = Literal["simplified", "accuracy_checker"]
+Preset = Literal["performance", "mixed"]
+Mode = Literal["symmetric", "asymmetric"]
+Granularity = Literal["pertensor", "perchannel"]
+SaturationFix = Literal["first_layer", "all", "no"]
+DropType = Literal["absolute", "relative"]
+EstimatorType = Literal["min", "max", "abs_max", "quantile", "abs_quantile"]
+Aggregator = Literal[
+    "mean", "max", "min", "median", "mean_no_outliers", "median_no_outliers", "hl_estimator"
+]
+RangePreset = Literal["default", "quantile"]
+
+#: A JSON value made read-only: mappings are ``MappingProxyType``, arrays are tuples.
+FrozenJson = Any
+
+
+def freeze(value: Any) -> FrozenJson:
+    """Return a read-only deep copy of a JSON-like value.
+
+    :param value: dicts, lists, tuples and scalars.
+    :return: the same structure with dicts as :class:`types.MappingProxyType` and lists as tuples.
+    """
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: FrozenJson) -> Any:
+    """Return a plain, JSON-serialisable deep copy of a value made by :func:`freeze`.
+
+    :param value: a frozen (or plain) JSON-like value.
+    :return: the same structure with plain dicts and lists.
+    """
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` section: one OpenVINO IR.
+
+    :param model_name: name used in logs and output file names; defaults to the stem of ``model``.
+    :param model: absolute path of the IR ``.xml`` (checked to exist).
+    :param weights: absolute path of the ``.bin``; defaults to the ``.bin`` beside the ``.xml``.
+    """
+
+    model_name: str
+    model: Path
+    weights: Path
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The ``engine`` section: how calibration and evaluation data are fed to the model.
+
+    :param type: ``simplified`` (a folder or glob of inputs, no annotations) or
+        ``accuracy_checker`` (an Accuracy Checker config, with metrics). When the section has no
+        ``type``, it is ``simplified`` if ``data_source`` is given, else ``accuracy_checker``
+        (POT's default).
+    :param data_source: simplified engine: absolute path of a directory, a file, or a Unix glob.
+    :param layout: input layout such as ``"NCHW"``, or a mapping input name -> layout.
+    :param shape: static input shape (our extension for dynamic models), or a mapping input name
+        -> shape.
+    :param device: OpenVINO device used for calibration and evaluation (default ``"CPU"``).
+    :param stat_requests_number: parallel infer requests while collecting statistics
+        (``None``: let the engine choose).
+    :param eval_requests_number: parallel infer requests while evaluating (``None``: engine
+        default).
+    :param ac_config: absolute path of an Accuracy Checker YAML (``engine.config``), if any.
+    :param ac_inline: inline Accuracy Checker content (the ``name``, ``models``, ``datasets``,
+        ``launchers`` keys of the section, read-only), or ``None``.
+    """
+
+    type: EngineType
+    data_source: str | None = None
+    layout: str | Mapping[str, str] | None = None
+    shape: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None = None
+    device: str = "CPU"
+    stat_requests_number: int | None = None
+    eval_requests_number: int | None = None
+    ac_config: Path | None = None
+    ac_inline: Mapping[str, FrozenJson] | None = None
+
+
+@dataclass(frozen=True)
+class StatisticSpec:
+    """How one border (``min`` or ``max``) of a quantization range is estimated.
+
+    ``None`` fields mean "the algorithm's default for this preset".
+
+    :param type: per-sample estimator: ``min``, ``max``, ``abs_max``, ``quantile``,
+        ``abs_quantile``.
+    :param aggregator: reduction over the calibration samples (activations only): ``mean``,
+        ``max``, ``min``, ``median``, ``mean_no_outliers``, ``median_no_outliers``,
+        ``hl_estimator``.
+    :param outlier_prob: probability mass cut by the quantile estimators, in [0, 1].
+    :param clipping_value: clip the estimated border to this value (min: lower bound, max: upper
+        bound), in the tensor's units.
+    :param granularity: ``pertensor`` or ``perchannel`` statistics (POT accepted it here too).
+    """
+
+    type: EstimatorType | None = None
+    aggregator: Aggregator | None = None
+    outlier_prob: float | None = None
+    clipping_value: float | None = None
+    granularity: Granularity | None = None
+
+
+@dataclass(frozen=True)
+class RangeEstimator:
+    """The ``range_estimator`` of a quantizer override.
+
+    :param preset: ``default`` (min/max) or ``quantile`` for both borders; ``None`` if not given.
+    :param min: estimator of the low border, or ``None``.
+    :param max: estimator of the high border, or ``None``.
+    """
+
+    preset: RangePreset | None = None
+    min: StatisticSpec | None = None
+    max: StatisticSpec | None = None
+
+
+@dataclass(frozen=True)
+class QuantizerOverrides:
+    """User overrides of the quantization scheme for ``weights`` or ``activations``.
+
+    Every field is optional: ``None`` means "take it from the hardware config and the preset".
+    When ``level_low``/``level_high`` are absent the levels follow from ``bits`` and the sign of
+    the range: ``[0, 2**bits - 1]`` unsigned, ``[-2**(bits-1), 2**(bits-1) - 1]`` signed.
+
+    :param bits: bit width, 1..32.
+    :param mode: ``symmetric`` or ``asymmetric``.
+    :param granularity: ``pertensor`` or ``perchannel``.
+    :param level_low: lowest integer level.
+    :param level_high: highest integer level.
+    :param range_estimator: how the float range is estimated, or ``None``.
+    """
+
+    bits: int | None = None
+    mode: Mode | None = None
+    granularity: Granularity | None = None
+    level_low: int | None = None
+    level_high: int | None = None
+    range_estimator: RangeEstimator | None = None
+
+
+@dataclass(frozen=True)
+class IgnoredOperation:
+    """One entry of ``ignored.operations``: skip every node of ``type`` whose attributes match.
+
+    :param type: OpenVINO operation type, e.g. ``"Convolution"``.
+    :param attributes: read-only mapping attribute name -> scalar value; empty matches any node.
+    """
+
+    type: str
+    attributes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class IgnoredScope:
+    """The ``ignored`` parameter: nodes excluded from quantization.
+
+    :param scope: node friendly names.
+    :param operations: operation types (optionally with attribute values).
+    """
+
+    scope: tuple[str, ...] = ()
+    operations: tuple[IgnoredOperation, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One entry of AccuracyAwareQuantization ``metrics``.
+
+    :param name: metric name as defined by the engine.
+    :param baseline_value: metric of the FP32 model if known (skips its evaluation).
+    """
+
+    name: str
+    baseline_value: float | None = None
+
+
+@dataclass(frozen=True)
+class QuantizationParams:
+    """The ``params`` of one algorithm, POT defaults applied.
+
+    One class serves every algorithm; an algorithm reads the fields it understands. The schema
+    accepts per algorithm only POT's keys for it (for example ``preset`` is rejected for
+    ``FastBiasCorrection``). The last four "compression" fields are copied from the
+    ``compression`` section, as POT did, so an algorithm needs nothing else. The
+    AccuracyAwareQuantization fields at the end are meaningful only for that algorithm.
+
+    ``threshold`` defaults to 2.0 (FastBiasCorrection) or 1000.0 for ``BiasCorrection`` and for
+    DefaultQuantization/AccuracyAwareQuantization with ``use_fast_bias: false``.
+    The POT preset ``accuracy`` is accepted and read as ``mixed`` (what POT did for ANY/CPU/GPU).
+    """
+
+    preset: Preset = "performance"
+    stat_subset_size: int = 300
+    stat_batch_size: int = 1
+    shuffle_data: bool = False
+    seed: int = 0
+    use_fast_bias: bool = True
+    use_layerwise_tuning: bool = False
+    saturation_fix: SaturationFix = "first_layer"
+    threshold: float = 2.0
+    apply_for_all_nodes: bool = False
+    ignored: IgnoredScope = field(default_factory=IgnoredScope)
+    weights: QuantizerOverrides | None = None
+    activations: QuantizerOverrides | None = None
+    # copied from the compression section
+    target_device: TargetDevice = "ANY"
+    model_type: Literal["transformer"] | None = None
+    inplace_statistics: bool = True
+    dump_intermediate_model: bool = False
+    # AccuracyAwareQuantization
+    maximal_drop: float = 0.01
+    drop_type: DropType = "absolute"
+    base_algorithm: Literal["DefaultQuantization", "MinMaxQuantization"] = "DefaultQuantization"
+    ranking_subset_size: int = 300
+    max_iter_num: int | None = None
+    metric_subset_ratio: float = 0.5
+    use_prev_if_drop_increase: bool = True
+    convert_to_mixed_preset: bool = False
+    metrics: tuple[MetricSpec, ...] = ()
+    annotation_free: bool = False
+    annotation_conf_threshold: float = 0.6
+    tune_hyperparams: bool = False
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """One entry of ``compression.algorithms``.
+
+    :param name: POT algorithm name (see :data:`ALGORITHM_NAMES`).
+    :param params: its typed parameters.
+    """
+
+    name: str
+    params: QuantizationParams
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """The ``compression`` section.
+
+    :param target_device: device whose hardware config drives quantization (``VPU`` is read as
+        ``NPU``); default ``ANY`` (the CPU rules).
+    :param model_type: ``None`` or ``"transformer"`` (extra ignored patterns); POT's string
+        ``"None"`` is read as ``None``.
+    :param dump_intermediate_model: save the model after each algorithm.
+    :param inplace_statistics: compute reductions inside the model (less memory).
+    :param algorithms: algorithms in the order they run.
+    """
+
+    target_device: TargetDevice = "ANY"
+    model_type: Literal["transformer"] | None = None
+    dump_intermediate_model: bool = False
+    inplace_statistics: bool = True
+    algorithms: tuple[AlgorithmConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class PotConfig:
+    """A whole validated configuration.
+
+    :param model: the model section.
+    :param engine: the engine section.
+    :param compression: the compression section.
+    :param source: where it came from: a file path or ``"<command line>"``.
+    :param raw: the configuration as used (paths absolute, defaults filled, aliases normalised),
+        a plain JSON-serialisable dict for the report; a private copy, not read by anything else.
+    """
+
+    model: ModelConfig
+    engine: EngineConfig
+    compression: CompressionConfig
+    source: str
+    raw: dict = field(compare=False, hash=False)
+
