@@ -201,13 +201,15 @@ def render_markdown(results: dict) -> str:
     add("From the CPU plugin's runtime model (`compiled.get_runtime_model()`, `rt_info['layerType']` and "
         "`rt_info['runtimePrecision']`): Convolution + Deconvolution + FullyConnected layers executed in u8/i8, "
         "out of all of them. Activation x activation MatMuls (attention) are counted separately. "
-        "FakeQuantize = FakeQuantize ops in the saved IR; bin ratio = INT8 `.bin` size / FP32 `.bin` size "
+        "FakeQuantize = FakeQuantize ops in the saved IR (NNCF stores weights as int8 constants with a "
+        "Convert/Subtract/Multiply decompression instead of weight FakeQuantizes, so its count covers activations "
+        "only); int8 constants = i8/u8 Constant ops; bin ratio = INT8 `.bin` size / FP32 `.bin` size "
         "(`minilm_l6_v2`'s FP32 IR stores FP16 weights).")
     add("")
     hdr = ["model", "FP32 .bin MB"]
     for t in tools:
         hdr += [f"{LABEL[t]} conv/FC int8", f"{LABEL[t]} MatMul int8", f"{LABEL[t]} FakeQuantize",
-                f"{LABEL[t]} bin ratio"]
+                f"{LABEL[t]} int8 constants", f"{LABEL[t]} bin ratio"]
     add("| " + " | ".join(hdr) + " |")
     add("|" + "---|" * len(hdr))
     for name, r in models.items():
@@ -216,10 +218,11 @@ def render_markdown(results: dict) -> str:
         for t in tools:
             x = st.get(t)
             if not x or "error" in x:
-                row += ["–"] * 4 if not x else [f"error: {x['error']}"] + ["–"] * 3
+                row += ["–"] * 5 if not x else [f"error: {x['error']}"] + ["–"] * 4
                 continue
             row += [f"{x['weighted_int8']}/{x['weighted_total']} ({_f(x['int8_fraction'], 2)})",
-                    f"{x['matmul_int8']}/{x['matmul_total']}", str(x["fake_quantize"]), _f(x["bin_ratio"], 3)]
+                    f"{x['matmul_int8']}/{x['matmul_total']}", str(x["fake_quantize"]), str(x["int8_constants"]),
+                    _f(x["bin_ratio"], 3)]
         add("| " + " | ".join(row) + " |")
     add("")
     for name, r in models.items():
@@ -239,37 +242,35 @@ def render_markdown(results: dict) -> str:
         "round the same length; the table gives the median of the rounds. `minilm_l6_v2` is reshaped to "
         "[1,128] (a sample padded with attention_mask 0), `fmnist_cnn` to [1,1,28,28].")
     add("")
-    hdr = ["model"] + [f"latency ms {LABEL[v]}" for v in variants] + [f"{LABEL[t]}/FP32" for t in tools]
-    if len(tools) == 2:
-        hdr.append("ours/NNCF")
-    add("| " + " | ".join(hdr) + " |")
-    add("|" + "---|" * len(hdr))
-    for name, r in models.items():
-        lat = r.get("speed", {}).get("latency_ms") or {}
-        row = [f"`{name}`"] + [_f(lat.get(v), 3) for v in variants] + [_ratio(lat.get(t), lat.get("fp32"))
-                                                                         for t in tools]
+    for key, unit, nd, better in (("latency_ms", "latency ms", 2, "lower"), ("throughput_fps", "FPS", 1, "higher")):
+        hdr = ["model"] + [f"{unit} {LABEL[v]}" for v in variants] + [f"{LABEL[t]}/FP32" for t in tools]
         if len(tools) == 2:
-            row.append(_ratio(lat.get("ours"), lat.get("nncf")))
-        add("| " + " | ".join(row) + " |")
-    add("")
-    add("Lower is better for latency; for throughput (below) higher is better.")
-    add("")
-    hdr = ["model"] + [f"FPS {LABEL[v]}" for v in variants] + [f"{LABEL[t]}/FP32" for t in tools]
-    if len(tools) == 2:
-        hdr.append("ours/NNCF")
-    hdr.append("requests")
-    add("| " + " | ".join(hdr) + " |")
-    add("|" + "---|" * len(hdr))
-    for name, r in models.items():
-        sp = r.get("speed", {})
-        tp = sp.get("throughput_fps") or {}
-        row = [f"`{name}`"] + [_f(tp.get(v), 1) for v in variants] + [_ratio(tp.get(t), tp.get("fp32"))
-                                                                        for t in tools]
-        if len(tools) == 2:
-            row.append(_ratio(tp.get("ours"), tp.get("nncf")))
-        info = sp.get("throughput_compile", {})
-        row.append("/".join(str(info.get(v, {}).get("nireq", "–")) for v in variants))
-        add("| " + " | ".join(row) + " |")
+            hdr.append("ours/NNCF")
+        if key == "throughput_fps":
+            hdr.append("requests")
+        add(f"{'Latency' if key == 'latency_ms' else 'Throughput'} ({better} is better; value = median of the "
+            f"rounds, (min–max) over the rounds; ratios = median of the per-round ratios):")
+        add("")
+        add("| " + " | ".join(hdr) + " |")
+        add("|" + "---|" * len(hdr))
+        for name, r in models.items():
+            sp = r.get("speed", {})
+            med = sp.get(key) or {}
+            rounds = sp.get(key + "_rounds") or {}
+            paired = sp.get(key + "_paired_ratios") or {}
+            row = [f"`{name}`"]
+            for v in variants:
+                xs = rounds.get(v) or []
+                row.append(_f(med.get(v), nd) + (f" ({min(xs):.{nd}f}–{max(xs):.{nd}f})" if len(xs) > 1 else ""))
+            pairs = [(t, "fp32") for t in tools] + ([("ours", "nncf")] if len(tools) == 2 else [])
+            for a, b in pairs:
+                pr = paired.get(f"{a}/{b}")
+                row.append(f"{pr:.2f}x" if pr is not None else _ratio(med.get(a), med.get(b)))
+            if key == "throughput_fps":
+                info = sp.get("throughput_compile", {})
+                row.append("/".join(str(info.get(v, {}).get("nireq", "–")) for v in variants))
+            add("| " + " | ".join(row) + " |")
+        add("")
     errs = [(name, r["speed"]["error"]) for name, r in models.items() if "error" in r.get("speed", {})]
     for name, e in errs:
         add(f"\n- `{name}` speed: {e}")

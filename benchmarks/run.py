@@ -271,6 +271,8 @@ def eval_text_detection(core, xmls, seed: int, threshold: float = 0.3) -> dict:
             "mask_f1_min_per_image": float(np.min(per_image)) if per_image else 1.0,
             "images_with_empty_masks": empty_both,
             "prob_cosine_mean": float(np.mean([cosine(a[0], b[0]) for a, b in zip(outs[v], outs["ref"])])),
+            "prob_cosine_pooled": cosine(np.concatenate([a[0].ravel() for a in outs[v]]),
+                                         np.concatenate([b[0].ravel() for b in outs["ref"]])),
             "prob_max_abs_diff_mean": float(np.mean([np.abs(a[0] - b[0]).max() for a, b in zip(outs[v], outs["ref"])])),
         }
     ref_fraction = float(np.mean([m.mean() for m in ref_masks]))
@@ -521,6 +523,11 @@ def speed(core, xmls: dict[str, Path | None], inputs: dict, static_shapes: dict 
         key = "latency_ms" if mode == "LATENCY" else "throughput_fps"
         res[key] = {v: statistics.median(x) for v, x in per_round.items() if x}
         res[key + "_rounds"] = per_round
+        # rounds are interleaved, so a ratio taken within a round compares runs under the same load
+        res[key + "_paired_ratios"] = {
+            f"{a}/{b}": statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
+            for a, b in (("ours", "fp32"), ("nncf", "fp32"), ("ours", "nncf"))
+            if per_round.get(a) and per_round.get(b)}
         res[mode.lower() + "_compile"] = info
         del queues, compiled
     res["loadavg_after"] = _loadavg()

@@ -20,7 +20,8 @@ What it does, deterministically (fixed seeds, plain numpy, no deep-learning fram
 4. Build the OpenVINO IR with ``openvino.opset13`` from the numpy weights: input
    ``input`` f32 ``[?,1,28,28]`` with layout ``NCHW``, and the normalisation embedded
    (Subtract mean, Multiply by 1/std, added with ``PrePostProcessor`` exactly like the
-   shared models), so a tool feeds raw 0..255 pixels. Saved as FP32 to
+   shared models; ``save_model`` folds that Multiply into the conv1 weights), so a tool
+   feeds raw 0..255 pixels. Saved as FP32 to
    ``model/digits_cnn.xml`` + ``.bin``.
 5. Write 300 calibration PNGs (from the training split) to ``images/calibration/`` and
    the 300 validation PNGs to ``images/val/`` with ``images/val.txt`` (``<file> <label>``).
@@ -276,7 +277,8 @@ def build_ir(p: dict[str, np.ndarray], mean: float, std: float):
 
     Input ``input`` f32 ``[?,1,28,28]`` NCHW, raw pixels 0..255; output ``logits`` ``[?,10]``.
     The normalisation ``(x - mean) * (1 / std)`` is added with ``PrePostProcessor``, which
-    inserts Subtract + Multiply marked as preprocessing, as in the shared models.
+    inserts Subtract + Multiply marked as preprocessing, as in the shared models (on saving,
+    OpenVINO folds the Multiply into the ``conv1`` weights, as it did for ``fmnist_cnn``).
     """
     import openvino as ov
     import openvino.opset13 as ops
