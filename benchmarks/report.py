@@ -68,6 +68,13 @@ def render_markdown(results: dict) -> str:
             break
     if prec:
         add(f"- Inference precision of a default CPU compile of the FP32 IRs (the FP32 speed baseline): `{prec}`")
+    isa = set(m.get("isa") or [])
+    if not isa & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        add("- No VNNI/AMX on this CPU: INT8 convolutions and matmuls run on AVX2 u8 x s8 kernels, so INT8 "
+            "gains over FP32 are smaller than on VNNI/AMX CPUs (and some INT8 graphs can be slower).")
+    if not isa & {"avx512_bf16", "amx_bf16"}:
+        add("- No bf16 support: the default compile of an FP32 IR runs in f32, so the FP32 speed baseline and "
+            "the f32 accuracy reference are the same precision here.")
     add(f"- OpenVINO {m['openvino']}, NNCF {m.get('nncf') or 'not installed'}, Python {m['python']}, "
         f"numpy {m['numpy']}; {m['platform']}")
     add(f"- Date: {m['date']}")

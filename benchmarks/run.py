@@ -164,6 +164,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+def _softmax_max(logits: np.ndarray) -> float:
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max())
+    return float(e.max() / e.sum())
+
+
 def _f1(tp: int, fp: int, fn: int) -> float:
     denom = 2 * tp + fp + fn
     return 1.0 if denom == 0 else 2 * tp / denom
@@ -223,6 +229,8 @@ def eval_classification_crops(core, xmls, seed: int) -> dict:
     outs = _outputs_per_variant(compiled, inputs)
     ref_top1 = np.array([o[0].ravel().argmax() for o in outs["ref"]])
     ref_top5 = [set(np.argsort(o[0].ravel())[-5:]) for o in outs["ref"]]
+    ref_conf = np.array([_softmax_max(o[0].ravel()) for o in outs["ref"]])
+    confident = ref_conf >= 0.5  # crops where FP32 itself is fairly sure of its top-1
     primary, details = {}, {}
     for v in VARIANTS:
         if v not in outs:
@@ -236,6 +244,8 @@ def eval_classification_crops(core, xmls, seed: int) -> dict:
             "top5_overlap": float(np.mean([len(set(np.argsort(o[0].ravel())[-5:]) & r) / 5
                                            for o, r in zip(outs[v], ref_top5)])),
             "logits_cosine_mean": float(np.mean([cosine(a[0], b[0]) for a, b in zip(outs[v], outs["ref"])])),
+            "top1_agreement_fp32_confident": float((top1 == ref_top1)[confident].mean()) if confident.any() else None,
+            "fp32_confident_inputs": int(confident.sum()),
         }
     return {"metric": "top1_agreement", "metric_label": "top-1 agreement with FP32",
             "inputs": f"{len(inputs)} random square crops (5 per photo of {len(set(sources))} photos, "

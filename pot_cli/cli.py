@@ -1,7 +1,8 @@
 """The ``pot`` command (Click), with the original POT's flags and rules.
 
 Exit codes: 0 success; 1 runtime failure (model, data, inference, output); 2 usage or
-configuration error, or a feature not supported yet; 130 interrupted (Ctrl-C).
+configuration error, or a feature not supported yet; 3 AccuracyAwareQuantization could not reach
+``maximal_drop`` (the best model found is written); 130 interrupted (Ctrl-C).
 This is the only place that catches :class:`pot_cli.errors.PotError`.
 """
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 import click
 
 from pot_cli import __version__
-from pot_cli.errors import NotSupportedError, PotError, UsageError
+from pot_cli.errors import PotError, UsageError
 
 log = logging.getLogger("pot")
 
+EXIT_TARGET_NOT_MET = 3
 EXIT_INTERRUPTED = 130
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 TARGET_DEVICES = ("ANY", "CPU", "CPU_SPR", "GPU", "NPU", "VPU", "GNA", "GNA3", "GNA3.5")
@@ -45,8 +47,12 @@ def _add_file_log(path: Path, level: str) -> logging.Handler:
 
 def build_raw_config(config: str | None, quantize: str | None, preset: str | None, model: str | None,
                      weights: str | None, name: str | None, engine: str | None, data_source: str | None,
-                     target_device: str | None) -> tuple[dict, str, Path | None]:
+                     target_device: str | None, ac_config: str | None = None,
+                     max_drop: float | None = None) -> tuple[dict, str, Path | None]:
     """Turn the flags into a raw POT config dict (flags override the config file's values).
+
+    ``--ac-config`` selects the accuracy_checker engine with that file (replacing the config's
+    engine data); ``--max-drop`` sets ``maximal_drop`` of AccuracyAwareQuantization.
 
     :return: ``(raw, source, config_path)``; ``source`` names where keys came from in messages.
     :raises UsageError: on a forbidden combination of flags.
@@ -70,11 +76,17 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
         source = "<command line>"
         if not model:
             raise UsageError("-q/--quantize needs -m/--model")
-        if quantize == "default" and engine != "accuracy_checker" and not data_source:
-            raise UsageError("-q default needs --data-source DIR (simplified engine) or --engine accuracy_checker "
-                             "with --ac-config")
+        if quantize == "default" and not ac_config and not data_source:
+            raise UsageError("-q default needs --data-source DIR (simplified engine) or --ac-config FILE "
+                             "(accuracy_checker engine)")
+        if quantize == "accuracy_aware" and not ac_config:
+            raise UsageError("-q accuracy_aware needs --ac-config FILE (an Accuracy Checker config with the "
+                             "annotated dataset and its metrics)")
+        if max_drop is not None and quantize != "accuracy_aware":
+            raise UsageError("--max-drop applies only to -q accuracy_aware")
         algo = "DefaultQuantization" if quantize == "default" else "AccuracyAwareQuantization"
-        raw = {"model": {}, "engine": {"type": engine or ("simplified" if data_source else "accuracy_checker")},
+        raw = {"model": {}, "engine": {"type": engine or ("simplified" if data_source and not ac_config
+                                                          else "accuracy_checker")},
                "compression": {"algorithms": [{"name": algo, "params": {"preset": preset or "performance",
                                                                         "stat_subset_size": 300}}]}}
     raw.setdefault("model", {})
@@ -93,6 +105,24 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
         raw["engine"].setdefault("type", "simplified")
     if engine:
         raw["engine"]["type"] = engine
+    if ac_config:
+        if engine == "simplified":
+            raise UsageError("--ac-config needs the accuracy_checker engine; drop --engine simplified")
+        if data_source:
+            raise UsageError("--ac-config and --data-source are exclusive: the Accuracy Checker config "
+                             "names the data")
+        for key in ("data_source", "name", "models", "datasets", "launchers"):
+            raw["engine"].pop(key, None)
+        raw["engine"].update(type="accuracy_checker", config=ac_config)
+    if max_drop is not None:
+        algos = raw["compression"].get("algorithms")
+        aa = [a for a in algos if isinstance(a, dict) and a.get("name") == "AccuracyAwareQuantization"] \
+            if isinstance(algos, list) else []
+        if not aa:
+            raise UsageError(f"{source}: --max-drop applies only to AccuracyAwareQuantization; the config has "
+                             "no such algorithm")
+        for a in aa:
+            a.setdefault("params", {})["maximal_drop"] = max_drop
     if target_device:
         raw["compression"]["target_device"] = target_device
     if preset and isinstance(raw["compression"].get("algorithms"), list):
@@ -113,9 +143,12 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.option("--engine", type=click.Choice(["simplified", "accuracy_checker"]),
               help="Engine type; -q default with --data-source means simplified.")
 @click.option("--data-source", help="Calibration data: a folder, a glob pattern or a .txt list of files.")
-@click.option("--ac-config", type=click.Path(dir_okay=False), help="Accuracy Checker config (accuracy_checker engine).")
-@click.option("--max-drop", type=float, help="maximal_drop for -q accuracy_aware (fraction, e.g. 0.01).")
-@click.option("-e", "--evaluate", is_flag=True, help="Evaluate the quantized model on the validation set.")
+@click.option("--ac-config", type=click.Path(dir_okay=False),
+              help="Accuracy Checker config (.yml): annotated datasets and metrics (accuracy_checker engine).")
+@click.option("--max-drop", type=click.FloatRange(min=0.0),
+              help="maximal_drop of AccuracyAwareQuantization (e.g. 0.01: one point of accuracy).")
+@click.option("-e", "--evaluate", is_flag=True,
+              help="Evaluate the output model on the whole validation set (accuracy_checker engine).")
 @click.option("--target-device", type=click.Choice(TARGET_DEVICES, case_sensitive=False),
               help="Target device (default ANY).")
 @click.option("--output-dir", default="./results", show_default=True, help="Folder for the results.")
@@ -160,13 +193,6 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
 def _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
          keep_uncompressed_weights) -> int:
-    if quantize == "accuracy_aware" or engine == "accuracy_checker" or ac_config:
-        raise NotSupportedError("AccuracyAwareQuantization and the accuracy_checker engine are not supported yet; "
-                                "use -q default --data-source DIR")
-    if evaluate:
-        raise NotSupportedError("-e/--evaluate is not supported yet")
-    if max_drop is not None:
-        raise UsageError("--max-drop applies only to -q accuracy_aware")
     if weights and not model and not config:
         raise UsageError("-w/--weights needs -m/--model")
     if model and not weights:
@@ -176,11 +202,14 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
     from pot_cli.pipeline import RunOptions, create_run_dir, run_quantization
 
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
-                                      target_device.upper() if target_device else None)
+                                      target_device.upper() if target_device else None, ac_config, max_drop)
     cfg = validate_config(raw, source=source)
+    if evaluate and cfg.engine.type != "accuracy_checker":
+        raise UsageError(f"{source}: -e/--evaluate needs annotated data and metrics: the accuracy_checker engine "
+                         "(--ac-config FILE, or engine.config / engine.datasets in the config)")
     options = RunOptions(output_dir=Path(output_dir), direct_dump=direct_dump,
                          keep_uncompressed_weights=keep_uncompressed_weights, progress_bar=progress_bar,
-                         stream_output=stream_output)
+                         stream_output=stream_output, evaluate=evaluate)
     algo_name = cfg.compression.algorithms[0].name if cfg.compression.algorithms else "DefaultQuantization"
     run_dir = create_run_dir(options, cfg.model.model_name, algo_name)
     try:
@@ -190,5 +219,12 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
         raise OutputError(f"{run_dir}: cannot create the output folder: {e.strerror or e}") from e
     log.info("pot %s: quantizing %s (target_device %s)", __version__, cfg.model.model, cfg.compression.target_device)
     result = run_quantization(cfg, options, run_dir)
+    if result.evaluation is not None:
+        for metric, value in result.evaluation["metrics"].items():
+            click.echo(f"{metric}: {value:.6f}")
     click.echo(str(result.xml))
+    if not result.target_met:
+        log.warning("the accuracy target was not met; the best model found was written (exit code %d)",
+                    EXIT_TARGET_NOT_MET)
+        return EXIT_TARGET_NOT_MET
     return 0

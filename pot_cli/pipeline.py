@@ -1,10 +1,13 @@
 """The driver: load model -> data source -> statistics -> algorithms -> save -> report.
 
 No quantization math and no graph code live here; this module only sequences the steps and
-times them.
+times them. Calibration samples come from the simplified engine's ``data_source`` or from the
+Accuracy Checker engine's optimization dataset; AccuracyAwareQuantization and ``-e`` evaluate on
+the Accuracy Checker engine's evaluation dataset.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -17,7 +20,7 @@ from pot_cli.algorithms.default import DefaultQuantization
 from pot_cli.algorithms.min_max import MinMaxSettings, RangeSpec
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
-from pot_cli.errors import NotSupportedError
+from pot_cli.errors import NotSupportedError, UsageError
 from pot_cli.graph.model import load_model, save_model_atomic
 from pot_cli.graph.patterns import WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
@@ -26,7 +29,7 @@ from pot_cli.statistics.collector import collect_statistics
 log = logging.getLogger("pot")
 
 #: algorithms this version runs; the others are valid config names but not built yet
-IMPLEMENTED = ("DefaultQuantization", "MinMaxQuantization")
+IMPLEMENTED = ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RunOptions:
     :param keep_uncompressed_weights: keep float weights behind FakeQuantize.
     :param progress_bar: show a tqdm bar for statistics collection.
     :param stream_output: print progress as separate lines (for log collectors).
+    :param evaluate: ``-e``: evaluate the output model on the whole evaluation dataset.
     """
 
     output_dir: Path = Path("results")
@@ -45,16 +49,24 @@ class RunOptions:
     keep_uncompressed_weights: bool = False
     progress_bar: bool = False
     stream_output: bool = False
+    evaluate: bool = False
 
 
 @dataclass
 class RunResult:
-    """Paths written and the report dictionary."""
+    """Paths written and the report dictionary.
+
+    :param target_met: False when AccuracyAwareQuantization could not reach ``maximal_drop``
+        (the best model found was written).
+    :param evaluation: ``-e``: the ``evaluation`` section of the report (``metrics`` etc.).
+    """
 
     xml: Path
     bin: Path
     report_path: Path
     report: dict = field(default_factory=dict)
+    target_met: bool = True
+    evaluation: dict | None = None
 
 
 def create_run_dir(options: RunOptions, model_name: str, algorithm: str, now: datetime | None = None) -> Path:
@@ -166,13 +178,19 @@ def _progress(total: int, options: RunOptions):
     return bar, update
 
 
+def _evaluation_report(evaluation, dataset) -> dict:
+    return {"dataset": dataset.name, "samples": len(evaluation.indices), "metrics": dict(evaluation.metrics),
+            "time_s": round(evaluation.time_s, 3)}
+
+
 def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> RunResult:
     """Quantize ``config.model`` and write ``<run_dir>/optimized/<model_name>.xml|.bin|report.json``.
 
     :param config: the validated configuration.
     :param options: command-line options.
     :param run_dir: the folder of this run (see :func:`create_run_dir`).
-    :return: the written paths and the report.
+    :return: the written paths, the report, whether the accuracy target was met and, with
+        ``options.evaluate``, the evaluation.
     :raises PotError: any user-facing failure (config, model, data, engine, output).
     """
     times: dict[str, float] = {}
@@ -184,57 +202,117 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                                 f"expected exactly one of {', '.join(IMPLEMENTED)}")
     algo_cfg = algos[0]
     params = algo_cfg.params
-    if config.engine.type != "simplified":
-        raise NotSupportedError(f"{config.source}: engine.type: '{config.engine.type}' is not supported yet; "
-                                "expected 'simplified'")
+    accuracy_aware = algo_cfg.name == "AccuracyAwareQuantization"
+    ac_engine = config.engine.type == "accuracy_checker"
+    if options.evaluate and not ac_engine:
+        raise UsageError(f"{config.source}: -e/--evaluate needs annotated data and metrics: engine type "
+                         "'accuracy_checker' with an Accuracy Checker config (--ac-config or engine.config)")
 
     model = load_model(config.model.model, config.model.weights)
     times["load_model_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     hw = load_hardware_config(config.compression.target_device)
-    data = create_data_source(config.engine.data_source, model, layout=config.engine.layout,
-                              shape=config.engine.shape, source_key="engine.data_source")
-    indices = select_subset(len(data), params.stat_subset_size, params.shuffle_data, params.seed,
-                            source=str(config.engine.data_source))
+    evaluator = ac = None
+    if ac_engine:
+        from pot_cli.engines.accuracy_checker import create_ac_engine
+        from pot_cli.engines.evaluator import Evaluator
+
+        ac = create_ac_engine(config.engine, config.source)
+        ac.bind(model, config.engine.layout)
+        if accuracy_aware or options.evaluate:
+            ac.require_metrics("AccuracyAwareQuantization" if accuracy_aware else "-e/--evaluate")
+            evaluator = Evaluator(ac.evaluation, device=ac.launcher.device or config.engine.device,
+                                  requests_number=config.engine.eval_requests_number, output=ac.launcher.output)
+        calibration = ac.optimization
+        indices = select_subset(len(calibration), params.stat_subset_size, params.shuffle_data, params.seed,
+                                source=calibration.where)
+        iter_samples, skipped = calibration.iter_samples, []
+        log.info("Accuracy Checker engine: %s; calibration on '%s' (%d samples), evaluation on '%s' (%d samples)",
+                 ac.source, calibration.name, len(calibration), ac.evaluation.name, len(ac.evaluation))
+    else:
+        data = create_data_source(config.engine.data_source, model, layout=config.engine.layout,
+                                  shape=config.engine.shape, source_key="engine.data_source")
+        indices = select_subset(len(data), params.stat_subset_size, params.shuffle_data, params.seed,
+                                source=str(config.engine.data_source))
+        iter_samples, skipped = data.iter_samples, data.skipped
     times["data_source_s"] = time.perf_counter() - t
 
-    algorithm = DefaultQuantization(
-        create_min_max_settings(params, hw),
-        use_fast_bias=params.use_fast_bias and algo_cfg.name == "DefaultQuantization",
-        bias_threshold=params.threshold,
-        compress_weights=not options.keep_uncompressed_weights)
+    def collect(target, requests):
+        bar, update = _progress(len(indices), options)
+        log.info("Collecting statistics on %d samples", len(indices))
+        try:
+            return collect_statistics(target, requests, iter_samples(indices), len(indices), progress=update,
+                                      requests_number=config.engine.stat_requests_number)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    settings = create_min_max_settings(params, hw)
+    aa_result = None
+    evaluation = None
+    if accuracy_aware:
+        from pot_cli.algorithms.accuracy_aware import AccuracyAwareQuantization
+
+        mixed = create_min_max_settings(dataclasses.replace(params, preset="mixed"), hw) \
+            if params.convert_to_mixed_preset else None
+        algorithm = AccuracyAwareQuantization(params, settings, evaluator, collect, mixed_settings=mixed,
+                                              compress_weights=not options.keep_uncompressed_weights,
+                                              progress=options.progress_bar, stream=options.stream_output)
+    else:
+        algorithm = DefaultQuantization(
+            settings,
+            use_fast_bias=params.use_fast_bias and algo_cfg.name == "DefaultQuantization",
+            bias_threshold=params.threshold,
+            compress_weights=not options.keep_uncompressed_weights)
     requests = algorithm.statistic_requests(model)
 
     t = time.perf_counter()
-    bar, update = _progress(len(indices), options)
-    log.info("Collecting statistics on %d samples", len(indices))
-    try:
-        stats = collect_statistics(model, requests, data.iter_samples(indices), len(indices), progress=update,
-                                   requests_number=config.engine.stat_requests_number)
-    finally:
-        if bar is not None:
-            bar.close()
+    stats = collect(model, requests)
     times["statistics_s"] = time.perf_counter() - t
-    if data.skipped:
-        log.warning("%d sample(s) skipped while reading", len(data.skipped))
+    if skipped:
+        log.warning("%d sample(s) skipped while reading", len(skipped))
 
     t = time.perf_counter()
-    result = algorithm.apply(model, stats)
-    times["quantization_s"] = time.perf_counter() - t
+    if accuracy_aware:
+        aa_result = algorithm.apply(model, stats)
+        model, result = aa_result.model, aa_result.quantization
+        times["accuracy_aware_s"] = time.perf_counter() - t
+    else:
+        result = algorithm.apply(model, stats)
+        times["quantization_s"] = time.perf_counter() - t
     log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases",
              sum(1 for q in result.quantizers if q.kind == "activation"),
              sum(1 for q in result.quantizers if q.kind == "weights"),
              sum(1 for b in result.bias_corrections if b.applied))
 
+    if options.evaluate:
+        t = time.perf_counter()
+        if aa_result is not None and not params.annotation_free:
+            evaluation = _evaluation_report(aa_result.evaluation, ac.evaluation)  # already on the whole set
+        else:
+            evaluation = _evaluation_report(evaluator.evaluate(model), ac.evaluation)
+        times["evaluation_s"] = time.perf_counter() - t
+        log.info("Evaluation of the output model on '%s' (%d samples): %s", evaluation["dataset"],
+                 evaluation["samples"], ", ".join(f"{k} {v:.6g}" for k, v in evaluation["metrics"].items()))
+
     t = time.perf_counter()
     target = Path(run_dir) / "optimized"
     name = config.model.model_name
     report = build_report(config=config, options=options, result=result, xml=target / f"{name}.xml",
-                          samples_used=stats.n_samples, samples_skipped=[str(p) for p in data.skipped],
+                          samples_used=stats.n_samples, samples_skipped=[str(p) for p in skipped],
                           times=times, version=__version__)
+    if ac is not None:
+        report["input"]["ac_config"] = str(config.engine.ac_config) if config.engine.ac_config else "inline"
+    if aa_result is not None:
+        report["accuracy_aware"] = aa_result.report
+        report["summary"]["target_met"] = aa_result.target_met
+        report["summary"]["reverted_layers"] = list(aa_result.reverted)
+    if evaluation is not None:
+        report["evaluation"] = evaluation
     times["save_s"] = time.perf_counter() - t
     report["time_s"]["total_s"] = time.perf_counter() - t0
     xml = save_model_atomic(model, target, name, extra_files={"report.json": dump_report(report)})
     log.info("Quantized model written to %s", xml)
-    return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report)
+    return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
+                     target_met=aa_result is None or aa_result.target_met, evaluation=evaluation)

@@ -91,11 +91,22 @@ class MinMaxSettings:
     :param depthwise_per_channel: quantize the input of a depthwise convolution per channel
         (the hardware config's ``DepthWiseConvolution`` with a per-channel activation quantizer);
         its range is the global min/max over samples (NNCF's MINMAX for per-channel activations).
-    :param saturation_fix: ``first_layer`` (default), ``all`` or ``no``: quantize the weights of
-        the first weighted layers (those with no weighted op upstream), or of all layers, to 7 bits
-        (``[-63, 63]``) so that u8 x i8 products summed in pairs cannot saturate the int16
-        intermediate of CPUs without VNNI (``vpmaddubsw``); the original POT's ``saturation_fix``
-        and NNCF's ``OverflowFix``.
+    :param saturation_fix: ``first_layer`` (default), ``all`` or ``no``. CPUs without VNNI
+        multiply u8 activations by i8 weights with ``vpmaddubsw``, which sums products in pairs
+        into int16 and saturates when both are large (the original POT's ``saturation_fix``,
+        NNCF's ``OverflowFix``). The fix stores the affected weights in 7 bits (``[-63, 63]``).
+        ``first_layer`` applies it to the first convolutions (no weighted op upstream) and,
+        beyond POT, to every convolution whose activation input is signed or has a zero point: the
+        runtime shifts those inputs into u8 around 128, so their codes are large as in a first
+        layer (measured here: mobilenet_v2 top-1 agreement 0.885 -> 0.893, and preset ``mixed``
+        stops losing accuracy). It also narrows the second input of a MatMul of two activations
+        to 7 bits (128 levels). ``all``: every weighted layer; ``no``: none.
+    :param model_type: ``"transformer"``, or None to detect it (:func:`looks_like_transformer`).
+        Transformers keep element-wise ops (residual Add, LayerNorm inputs) in floating point, as
+        the original POT's transformer ignored patterns and NNCF's ``ModelType.TRANSFORMER``.
+    :param transformer_activation_mode: activation mode used for transformers (``asymmetric``,
+        NNCF's default preset for them: skewed GELU/LayerNorm outputs waste half of a symmetric
+        grid; minilm_l6_v2 output cosine 0.960 -> 0.980 here); None keeps ``activation_mode``.
     :param ignored_scope: node friendly names left in floating point.
     :param ignored_types: op types left in floating point.
     """
@@ -110,6 +121,8 @@ class MinMaxSettings:
     ranges: RangeSpec = RangeSpec()
     depthwise_per_channel: bool = True
     saturation_fix: str = "first_layer"
+    model_type: str | None = None
+    transformer_activation_mode: str | None = "asymmetric"
     ignored_scope: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
 
@@ -158,6 +171,20 @@ class WeightQuantizer:
     dequantized: np.ndarray | None = None
 
 
+_CONV_TYPES = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData"})
+_ATTENTION_MARKERS = frozenset({"MVN", "Softmax", "ScaledDotProductAttention"})
+
+
+def looks_like_transformer(model: ov.Model) -> bool:
+    """True for a model with MatMuls and LayerNorm/attention ops (MVN, Softmax,
+    ScaledDotProductAttention) and no convolution: the shape of BERT-like encoders.
+
+    :param model: the model.
+    """
+    types = {op.get_type_name() for op in model.get_ops()}
+    return "MatMul" in types and bool(types & _ATTENTION_MARKERS) and not (types & _CONV_TYPES)
+
+
 class MinMaxQuantization:
     """Plans FakeQuantize placement on a model and computes ranges from statistics.
 
@@ -172,6 +199,9 @@ class MinMaxQuantization:
         self.activations: list[ActivationQuantizer] = []
         self.weights: list[WeightQuantizer] = []
         self._constant_cache: dict = {}
+        self._second_operands: set[ov.Output] = set()  # port-1 inputs of activation x activation MatMuls
+        self.transformer = False
+        self.activation_mode = settings.activation_mode
 
     def is_constant(self, output: ov.Output) -> bool:
         """Whether ``output`` comes from a constant sub-graph (memoised per model)."""
@@ -198,6 +228,15 @@ class MinMaxQuantization:
         """
         self._check_ignored(model)
         by_output: dict[ov.Output, ActivationQuantizer] = {}
+        self.transformer = (self.settings.model_type == "transformer" or
+                            (self.settings.model_type is None and looks_like_transformer(model)))
+        self.activation_mode = self.settings.activation_mode
+        eltwise = self.settings.eltwise_op_types
+        if self.transformer:
+            eltwise = frozenset()
+            self.activation_mode = self.settings.transformer_activation_mode or self.activation_mode
+            log.info("model_type: transformer%s: element-wise ops stay in floating point, %s activations",
+                     "" if self.settings.model_type else " (detected)", self.activation_mode)
         s = self.settings
 
         per_channel: dict[ov.Output, bool] = {}
@@ -232,9 +271,10 @@ class MinMaxQuantization:
                 elif t == "MatMul":  # both inputs are activations (attention scores)
                     add_activation(data)
                     add_activation(weights)
+                    self._second_operands.add(weights.get_source_output())
                 else:  # a convolution with run-time weights: quantize the data input only
                     add_activation(data)
-            elif t in s.eltwise_op_types:
+            elif t in eltwise:
                 srcs = [i.get_source_output() for i in node.inputs()]
                 if all(is_float(o) and not self.is_constant(o) for o in srcs):
                     for inp in node.inputs():
@@ -282,22 +322,45 @@ class MinMaxQuantization:
                 first.add(w.node.get_instance_id())
         return first
 
+    def _signed_input_layers(self) -> set[int]:
+        """Instance ids of weighted ops whose activation quantizer is signed or has a zero point
+        (the runtime shifts such inputs into u8, so typical input codes are large)."""
+        out = set()
+        for q in self.activations:
+            if q.params is not None and (q.params.signed or np.any(q.params.zero_point != 0)):
+                out.update(i.get_node().get_instance_id() for i in q.consumers)
+        return out
+
     def compute_weights(self) -> None:
-        """Evaluate the weight sub-graphs and compute per-channel quantizers and integer codes."""
-        values = evaluate_constants([w.source for w in self.weights])
+        """Evaluate the weight sub-graphs and compute per-channel quantizers and integer codes.
+
+        Needs :meth:`compute_ranges` first (the saturation fix looks at activation signedness).
+        A weight tensor shared by several ops is quantized once, with the narrowest bit width any
+        of its consumers needs, so every consumer and the bias correction see the same values.
+        """
         s = self.settings
-        fix = set()
+        fix: set[int] = set()
         if s.saturation_fix == "all":
             fix = {w.node.get_instance_id() for w in self.weights}
         elif s.saturation_fix == "first_layer":
-            fix = self._first_layers()
-        for w, value in zip(self.weights, values):
-            w.value = value.astype(np.float32)
-            bits = s.weight_bits - 1 if (w.node.get_instance_id() in fix and s.weight_bits == 8) else s.weight_bits
-            w.params = compute_weight_params(w.value, w.keep_axes, mode=s.weight_mode, bits=bits,
-                                             narrow_range=True)
-            w.codes = quantize_to_int(w.value, w.params)
-            w.dequantized = dequantize(w.codes, w.params)
+            # convolutions only: the CPU plugin's int8 FullyConnected (MatMul with constant
+            # weights) does not saturate (minilm_l6_v2 output cosine 0.981 without the fix on
+            # its MatMuls, 0.950 with it)
+            fix = {i for i in self._first_layers() | self._signed_input_layers()
+                   if i in {w.node.get_instance_id() for w in self.weights if w.node.get_type_name() in _CONV_TYPES}}
+        groups: dict[tuple[ov.Output, tuple[int, ...]], list[WeightQuantizer]] = {}
+        for w in self.weights:
+            groups.setdefault((w.source, w.keep_axes), []).append(w)
+        values = evaluate_constants([key[0] for key in groups])
+        for (_, keep_axes), members, value in zip(groups.keys(), groups.values(), values):
+            narrow = s.weight_bits == 8 and any(m.node.get_instance_id() in fix for m in members)
+            value = value.astype(np.float32)
+            params = compute_weight_params(value, keep_axes, mode=s.weight_mode,
+                                           bits=s.weight_bits - 1 if narrow else s.weight_bits, narrow_range=True)
+            codes = quantize_to_int(value, params)
+            dequantized = dequantize(codes, params)
+            for m in members:
+                m.value, m.params, m.codes, m.dequantized = value, params, codes, dequantized
 
     def compute_ranges(self, stats: Statistics) -> None:
         """Set ``params`` of every activation quantizer from the collected statistics.
@@ -318,7 +381,7 @@ class MinMaxQuantization:
                 lo = stats.get(q.output, Reduction.MIN_PER_CHANNEL, q.channel_axis).min(axis=0).reshape(view)
                 hi = stats.get(q.output, Reduction.MAX_PER_CHANNEL, q.channel_axis).max(axis=0).reshape(view)
                 q.stats = (float(lo.min()), float(hi.max()))
-                q.params = compute_activation_params(lo, hi, self.settings.activation_mode, self.settings.activation_bits)
+                q.params = compute_activation_params(lo, hi, self.activation_mode, self.settings.activation_bits)
                 continue
             mins = stats.get(q.output, Reduction.MIN)
             maxs = stats.get(q.output, Reduction.MAX)
@@ -327,7 +390,10 @@ class MinMaxQuantization:
             if r.clipping_value is not None:
                 hi = min(hi, r.clipping_value)
             q.stats = (lo, hi)
-            q.params = compute_activation_params(lo, hi, self.settings.activation_mode, self.settings.activation_bits)
+            bits = self.settings.activation_bits
+            if bits == 8 and self.settings.saturation_fix != "no" and q.output in self._second_operands:
+                bits = 7
+            q.params = compute_activation_params(lo, hi, self.activation_mode, bits)
 
     def _estimate(self, mins: np.ndarray, maxs: np.ndarray, kind: str, aggregator: str, low: bool) -> float:
         if kind == "min":

@@ -1,0 +1,568 @@
+"""AccuracyAwareQuantization: the fastest model whose metric drop stays within ``maximal_drop``.
+
+As the original POT:
+
+1. the FP32 baseline is evaluated once (or taken from ``metrics[*].baseline_value``), and its
+   outputs are kept for the per-sample comparisons;
+2. the model is quantized with the base algorithm (DefaultQuantization or MinMaxQuantization)
+   and evaluated on the whole evaluation set; if the drop holds, that model is the result;
+3. optionally (``convert_to_mixed_preset``) the mixed preset is tried, and (``tune_hyperparams``)
+   a few activation range estimators are compared on the ranking subset;
+4. otherwise quantized *layer groups* (a weighted op or residual Add together with the
+   FakeQuantize ops on its inputs and its INT8 weights) are ranked: the ranking subset is the
+   ``ranking_subset_size`` samples where the current model is most degraded against FP32 (per-
+   sample metric difference, then output distance); each group is reverted alone, and the
+   candidate is scored by the metric on that subset (ties: the normalised squared distance of its
+   outputs to FP32's, ``sum (y - y_fp)^2 / sum y_fp^2``);
+5. the most harmful group is reverted and the model evaluated on the whole set; a revert that
+   makes the drop larger is rolled back (``use_prev_if_drop_increase``) and the next group of the
+   ranking is tried; after every kept revert the remaining groups are ranked again on the new
+   model. The loop stops when the drop holds, after ``max_iter_num`` iterations (revert
+   attempts), or when nothing is left to revert; when the target is not met the best model
+   found (smallest drop, then fewest reverted groups) is returned.
+
+Reverting a group edits a clone of the current quantized model (:func:`revert_group`), as the
+original POT removed FakeQuantize ops: the group's input FakeQuantize ops are bypassed for it,
+its INT8 weights are replaced by the FP32 ones and a bias changed by bias correction is restored.
+A candidate then costs one graph edit, one compilation and its inference; re-running the base
+algorithm with the group in ``ignored_scope`` would give the same model but cost three more
+compilations (weights, biases, bias shifts) per candidate. The statistics are collected once and
+looked up by node for the other base-algorithm variants (mixed preset, tuned ranges).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import openvino as ov
+
+from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
+from pot_cli.algorithms.min_max import MinMaxSettings
+from pot_cli.config.model import QuantizationParams
+from pot_cli.engines.evaluator import Evaluation, Evaluator
+from pot_cli.engines.metrics import Metric
+from pot_cli.errors import ConfigError
+from pot_cli.graph.model import is_constant_subgraph
+from pot_cli.statistics.collector import StatisticRequest, Statistics
+
+log = logging.getLogger("pot")
+
+#: collects ``requests`` on ``model`` over the calibration subset
+CollectFn = Callable[[ov.Model, list[StatisticRequest]], Statistics]
+
+
+@dataclass
+class Variant:
+    """One quantized model: the base algorithm with ``reverted`` groups kept in floating point."""
+
+    reverted: frozenset[str]
+    settings_name: str
+    model: ov.Model
+    result: DefaultQuantizationResult
+    groups: tuple[str, ...]
+    compiled: ov.CompiledModel | None = None
+    outputs: dict[int, np.ndarray] = field(default_factory=dict)
+    evaluation: Evaluation | None = None
+    drop: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AccuracyAwareResult:
+    """What AccuracyAwareQuantization found.
+
+    :param model: the model to save (target met: the first that met it; else the best found).
+    :param quantization: the base algorithm's records for that model (report rows).
+    :param target_met: whether every metric's drop is within its limit.
+    :param reverted: layer groups (node friendly names) kept in floating point by the search, in
+        the order they were reverted (the user's ``ignored`` scope is not listed).
+    :param evaluation: the final model's evaluation on the whole evaluation set.
+    :param report: the ``accuracy_aware`` section of ``report.json``.
+    """
+
+    model: ov.Model
+    quantization: DefaultQuantizationResult
+    target_met: bool
+    reverted: list[str]
+    evaluation: Evaluation
+    report: dict
+
+
+def _nmse(y: np.ndarray, ref: np.ndarray) -> float:
+    """``sum (y - ref)^2 / sum ref^2`` over one sample's output (0 for identical outputs)."""
+    y, ref = np.asarray(y, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    return float(np.sum((y - ref) ** 2) / max(float(np.sum(ref * ref)), 1e-12))
+
+
+def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ...]:
+    """Friendly names of the ops that read a quantizer, in topological order."""
+    names = {c.rsplit(":", 1)[0] for q in result.quantizers for c in q.consumers}
+    return tuple(op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in names)
+
+
+def _copy_constant(output: ov.Output, memo: dict) -> ov.Output:
+    """A copy of the constant sub-graph behind ``output`` (Constant, Convert, Reshape...), same names."""
+    node = output.get_node()
+    key = node.get_instance_id()
+    if key not in memo:
+        new = node.clone_with_new_inputs([_copy_constant(i.get_source_output(), memo) for i in node.inputs()])
+        new.set_friendly_name(node.get_friendly_name())
+        memo[key] = new
+    return memo[key].output(output.get_index())
+
+
+def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
+                 is_fp_constant: Callable[[ov.Output], bool]) -> None:
+    """Put layer group ``group`` of a quantized ``model`` back in floating point, in place.
+
+    The FakeQuantize ops on the group's activation inputs are bypassed for this op only (another
+    consumer of a shared FakeQuantize keeps it), its quantized weights are replaced by a copy of
+    the FP32 weight sub-graph, and a bias changed by bias correction gets its FP32 value back;
+    names of the FP32 model are kept. The original POT reverted a group the same way (removing its
+    FakeQuantize ops from the quantized model).
+
+    :param model: a model quantized from the FP32 model whose ops are ``fp_ops``.
+    :param group: friendly name of a quantized op (Convolution, MatMul, residual Add...).
+    :param fp_ops: friendly name -> op of the FP32 model.
+    :param is_fp_constant: predicate on an FP32 output: a constant sub-graph (weights, bias).
+    """
+    node = next(op for op in model.get_ops() if op.get_friendly_name() == group)
+    fp = fp_ops[group]
+    for port in range(node.get_input_size()):
+        inp, fp_src = node.input(port), fp.input(port).get_source_output()
+        src = inp.get_source_output()
+        if is_fp_constant(fp_src):
+            if src.get_node().get_friendly_name() != fp_src.get_node().get_friendly_name():
+                inp.replace_source_output(_copy_constant(fp_src, {}))
+        elif src.get_node().get_type_name() == "FakeQuantize":
+            inp.replace_source_output(src.get_node().input_value(0))
+    for target in node.output(0).get_target_inputs():
+        add = target.get_node()
+        fp_add = fp_ops.get(add.get_friendly_name())
+        if add.get_type_name() != "Add" or fp_add is None or fp_add.get_type_name() != "Add":
+            continue
+        other = 1 - target.get_index()
+        fp_bias = fp_add.input(other).get_source_output()
+        if is_fp_constant(fp_bias) and \
+                add.input(other).get_source_output().get_node().get_friendly_name() != fp_bias.get_node().get_friendly_name():
+            add.input(other).replace_source_output(_copy_constant(fp_bias, {}))
+    model.validate_nodes_and_infer_types()
+
+
+class AccuracyAwareQuantization:
+    """Greedy reverting of quantized layer groups until ``maximal_drop`` holds.
+
+    :param params: the algorithm's params (``maximal_drop``, ``drop_type``, ``base_algorithm``,
+        ``ranking_subset_size``, ``max_iter_num``, ``metric_subset_ratio``,
+        ``use_prev_if_drop_increase``, ``convert_to_mixed_preset``, ``metrics``,
+        ``annotation_free``, ``annotation_conf_threshold``, ``tune_hyperparams``, plus the base
+        algorithm's).
+    :param settings: MinMaxQuantization settings of the base algorithm (the preset's).
+    :param evaluator: evaluates models on the evaluation dataset.
+    :param collect: collects statistics on the calibration subset (called once, and again only
+        when a scope change needs a statistic not collected yet).
+    :param mixed_settings: the settings of the ``mixed`` preset (``convert_to_mixed_preset``).
+    :param compress_weights: store weights as INT8 constants (as the saved model will).
+    :param progress: show a tqdm bar over the iterations (``stream``: one line per update).
+    """
+
+    def __init__(self, params: QuantizationParams, settings: MinMaxSettings, evaluator: Evaluator,
+                 collect: CollectFn, mixed_settings: MinMaxSettings | None = None, compress_weights: bool = True,
+                 progress: bool = False, stream: bool = False):
+        self.params = params
+        self.settings = {"base": settings}
+        if mixed_settings is not None and params.convert_to_mixed_preset and settings.activation_mode == "symmetric":
+            self.settings["mixed"] = mixed_settings
+        self.evaluator = evaluator
+        self.collect = collect
+        self.compress_weights = compress_weights
+        self.progress, self.stream = progress, stream
+        self._fp: ov.Model | None = None
+        self._stats: dict[tuple, np.ndarray] = {}
+        self._n_samples = 0
+        self._variants: dict[tuple[frozenset[str], str], Variant] = {}
+        self.report: dict = {}
+
+    # -- base algorithm on a clone, statistics by node
+
+    def _algorithm(self, settings: MinMaxSettings) -> DefaultQuantization:
+        return DefaultQuantization(settings,
+                                   use_fast_bias=self.params.use_fast_bias
+                                   and self.params.base_algorithm == "DefaultQuantization",
+                                   bias_threshold=self.params.threshold, compress_weights=self.compress_weights)
+
+    @staticmethod
+    def _keys(model: ov.Model, requests: list[StatisticRequest]) -> list[tuple]:
+        """A clone-independent key per request: (position of the producer in topological order,
+        its friendly name, output index, reduction, channel axis)."""
+        position = {op.get_instance_id(): k for k, op in enumerate(model.get_ordered_ops())}
+        return [(position[r.output.get_node().get_instance_id()], r.output.get_node().get_friendly_name(),
+                 r.output.get_index(), r.reduction, r.channel_axis) for r in requests]
+
+    def statistic_requests(self, model: ov.Model) -> list[StatisticRequest]:
+        """Every statistic the fully quantized model needs (planned on ``model``, not modified)."""
+        self._fp = model
+        self._requests = self._algorithm(self.settings["base"]).statistic_requests(model)
+        return list(self._requests)
+
+    def _statistics(self, model: ov.Model, requests: list[StatisticRequest]) -> Statistics:
+        keys = self._keys(model, requests)
+        missing = [r for r, k in zip(requests, keys) if k not in self._stats]
+        if missing:
+            log.info("Collecting %d more statistic(s) for the changed quantization scope", len(missing))
+            fresh = self.collect(model, missing)
+            for r, k in zip(missing, self._keys(model, missing)):
+                self._stats[k] = fresh.get(r.output, r.reduction, r.channel_axis)
+            self._n_samples = self._n_samples or fresh.n_samples
+        values = {(r.output, r.reduction, r.channel_axis): self._stats[k] for r, k in zip(requests, keys)}
+        return Statistics(values, self._n_samples)
+
+    def _variant(self, settings_name: str) -> Variant:
+        """The base algorithm with the settings ``settings_name`` on a clone of the FP32 model."""
+        key = (frozenset(), settings_name)
+        if key in self._variants:
+            return self._variants[key]
+        model = self._fp.clone()
+        algorithm = self._algorithm(self.settings[settings_name])
+        requests = algorithm.statistic_requests(model)
+        result = algorithm.apply(model, self._statistics(model, requests))
+        variant = Variant(frozenset(), settings_name, model, result, _groups(model, result))
+        self._variants[key] = variant
+        return variant
+
+    def _child(self, parent: Variant, group: str) -> Variant:
+        """``parent`` with ``group`` reverted to floating point (a clone of ``parent`` edited)."""
+        key = (parent.reverted | {group}, parent.settings_name)
+        if key in self._variants:
+            return self._variants[key]
+        model = parent.model.clone()
+        revert_group(model, group, self._fp_ops, self._fp_constant)
+        reverted = parent.reverted | {group}
+        result = DefaultQuantizationResult(
+            [dataclasses.replace(q, consumers=[c for c in q.consumers if c.rsplit(":", 1)[0] not in reverted])
+             for q in parent.result.quantizers
+             if any(c.rsplit(":", 1)[0] not in reverted for c in q.consumers)],
+            [b for b in parent.result.bias_corrections if b.layer not in reverted])
+        variant = Variant(reverted, parent.settings_name, model, result,
+                          tuple(g for g in parent.groups if g != group))
+        self._variants[key] = variant
+        return variant
+
+    def _forget(self, keep: list[Variant]) -> None:
+        """Drop cached variants (models, compiled models, outputs) other than ``keep``."""
+        ids = {id(v) for v in keep}
+        self._variants = {k: v for k, v in self._variants.items() if id(v) in ids}
+
+    # -- evaluation
+
+    def _infer(self, variant: Variant, indices: list[int], evaluator: Evaluator) -> dict[int, np.ndarray]:
+        if variant.compiled is None:
+            variant.compiled = evaluator.compile(variant.model)
+        todo = [i for i in indices if i not in variant.outputs]
+        if todo:
+            variant.outputs.update(evaluator.infer(variant.compiled, todo))
+        return variant.outputs
+
+    def _evaluate(self, variant: Variant) -> Variant:
+        if variant.evaluation is None:
+            t = time.perf_counter()
+            outputs = self._infer(variant, self._eval_indices, self._ev)
+            variant.evaluation = self._ev.score(outputs, self._eval_indices)
+            variant.evaluation.time_s = time.perf_counter() - t
+            variant.drop = {m.name: m.drop(self.baseline[m.name], variant.evaluation.metrics[m.name])
+                            for m in self.metrics}
+        return variant
+
+    def _met(self, variant: Variant) -> bool:
+        return all(variant.drop[m.name] <= self.max_drop[m.name] + 1e-12 for m in self.metrics)
+
+    def _excess(self, variant: Variant, metric: Metric) -> float:
+        scale = abs(self.baseline[metric.name]) or 1.0
+        return (variant.drop[metric.name] - self.max_drop[metric.name]) / scale
+
+    def _worst_metric(self, variant: Variant) -> Metric:
+        return max(self.metrics, key=lambda m: self._excess(variant, m))
+
+    def _badness(self, variant: Variant) -> tuple[float, int]:
+        return (sum(max(0.0, self._excess(variant, m)) for m in self.metrics)
+                + 1e-9 * sum(self._excess(variant, m) for m in self.metrics), len(variant.reverted))
+
+    # -- ranking
+
+    def _ranking_subset(self, variant: Variant, metric: Metric) -> list[int]:
+        idx = self._diff_indices
+        q = variant.evaluation
+        pos = {i: k for k, i in enumerate(q.indices)}
+        q_ps = np.array([q.per_sample[metric.name][pos[i]] for i in idx])
+        degradation = np.array([metric.drop(f, v) for f, v in zip(self._fp_per_sample[metric.name], q_ps)])
+        distance = np.array([_nmse(variant.outputs[i], self._fp_outputs[i]) for i in idx])
+        order = np.lexsort((-distance, -degradation))  # most degraded first, then farthest from FP32
+        size = min(self.params.ranking_subset_size, len(idx))
+        return sorted(idx[k] for k in order[:size])
+
+    def _rank(self, current: Variant, metric: Metric, exclude: set[str], iteration: int) -> list[str]:
+        """Groups of ``current`` by the harm they do, most harmful first."""
+        candidates = [g for g in current.groups if g not in exclude]
+        if not candidates:
+            return []
+        subset = self._ranking_subset(current, metric)
+        annotations = self._ev.annotations
+        t = time.perf_counter()
+        rows, best = [], None
+        for g in candidates:
+            cand = self._child(current, g)
+            outputs = self._infer(cand, subset, self._ev)
+            value = metric.aggregate([metric.per_sample(outputs[i], annotations[i]) for i in subset])
+            distance = float(np.mean([_nmse(outputs[i], self._fp_outputs[i]) for i in subset]))
+            rows.append({"layer": g, "type": self._types.get(g, ""), metric.name: value, "distance": distance})
+            key = (value if metric.higher_better else -value, -distance)
+            if best is None or key > best[0]:
+                best = (key, cand)
+            self._forget([current, best[1], *self._keep])  # keep the likely next step for reuse
+        rows.sort(key=lambda r: (-(r[metric.name] if metric.higher_better else -r[metric.name]), r["distance"],
+                                 r["layer"]))
+        self.report["rankings"].append({"iteration": iteration, "metric": metric.name, "subset_size": len(subset),
+                                        "time_s": round(time.perf_counter() - t, 3), "scores": rows})
+        log.info("Ranked %d layer group(s) on %d samples: %s", len(rows), len(subset),
+                 ", ".join(r["layer"] for r in rows[:5]) + (" ..." if len(rows) > 5 else ""))
+        return [r["layer"] for r in rows]
+
+    # -- baseline
+
+    def _baseline(self) -> None:
+        p = self.params
+        ev = self.evaluator
+        available = {m.name: m for m in ev.metrics}
+        if p.metrics:
+            unknown = [m.name for m in p.metrics if m.name not in available]
+            if unknown:
+                raise ConfigError(f"AccuracyAwareQuantization metrics: {', '.join(unknown)} not computed by the "
+                                  f"engine; expected one of: {', '.join(available)}")
+            self.metrics = [available[m.name] for m in p.metrics]
+        else:
+            self.metrics = list(ev.metrics)
+        n = len(ev.dataset)
+        given = {m.name: m.baseline_value for m in p.metrics if m.baseline_value is not None}
+        use_given = bool(p.metrics) and len(given) == len(self.metrics) and not p.annotation_free
+        if use_given:
+            size = int(n * p.metric_subset_ratio)
+            rng = np.random.default_rng(p.seed)
+            self._diff_indices = sorted(rng.permutation(n)[:size].tolist()) if 0 < size < n else list(range(n))
+        else:
+            self._diff_indices = list(range(n))
+        t = time.perf_counter()
+        fp = ev.compile(self._fp)
+        self._fp_outputs = ev.infer(fp, self._diff_indices)
+        self._eval_indices = list(range(n))
+        self._ev = ev
+        if p.annotation_free:
+            self._annotation_free()
+        fp_eval = self._ev.score(self._fp_outputs, self._diff_indices)
+        self._fp_per_sample = {m.name: fp_eval.per_sample[m.name] for m in self.metrics}
+        self.baseline = dict(given) if use_given else {m.name: fp_eval.metrics[m.name] for m in self.metrics}
+        scale = {m.name: abs(self.baseline[m.name]) if p.drop_type == "relative" else 1.0 for m in self.metrics}
+        self.max_drop = {m.name: p.maximal_drop * scale[m.name] for m in self.metrics}
+        self.report.update(baseline=self.baseline, baseline_source="config" if use_given else "measured",
+                           max_drop=self.max_drop, evaluation_samples=len(self._eval_indices),
+                           per_sample_subset=len(self._diff_indices), baseline_time_s=round(time.perf_counter() - t, 3))
+        log.info("Baseline (FP32) metrics: %s", _fmt(self.baseline))
+
+    def _annotation_free(self) -> None:
+        """Annotations from the FP32 model: its top-1 class where softmax confidence reaches
+        ``annotation_conf_threshold`` (other samples are left out), its outputs for regression."""
+        labels: list = [None] * len(self.evaluator.dataset)
+        keep = []
+        for i in self._diff_indices:
+            y = np.asarray(self._fp_outputs[i], np.float64).ravel()
+            if all(m.annotation_kind == "regression" for m in self.metrics):
+                labels[i] = y
+                keep.append(i)
+                continue
+            e = np.exp(y - y.max())
+            conf = e / e.sum()
+            if conf.max() >= self.params.annotation_conf_threshold:
+                labels[i] = int(np.argmax(y))
+                keep.append(i)
+        if not keep:
+            raise ConfigError(f"annotation_conf_threshold {self.params.annotation_conf_threshold}: no sample "
+                              "reaches it; expected a lower threshold")
+        log.info("Annotation-free: %d of %d samples labelled by the FP32 model", len(keep), len(self._diff_indices))
+        self._ev = self.evaluator.with_annotations(labels)
+        self._eval_indices = self._diff_indices = keep
+
+    # -- the search
+
+    def apply(self, model: ov.Model, stats: Statistics) -> AccuracyAwareResult:
+        """Run the search.
+
+        :param model: the FP32 model given to :meth:`statistic_requests` (not modified).
+        :param stats: the statistics collected for the requests it returned.
+        :return: the result (the model to save is a new, quantized model).
+        """
+        self._fp = model
+        self._n_samples = stats.n_samples
+        for r, k in zip(self._requests, self._keys(model, self._requests)):
+            self._stats[k] = stats.get(r.output, r.reduction, r.channel_axis)
+        p = self.params
+        self.report = {"maximal_drop": p.maximal_drop, "drop_type": p.drop_type, "base_algorithm": p.base_algorithm,
+                       "steps": [], "rankings": []}
+        self._keep: list[Variant] = []
+        self._order: list[str] = []
+        t0 = time.perf_counter()
+        self._baseline()
+        self._types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
+        self._fp_ops = {op.get_friendly_name(): op for op in model.get_ops()}
+        cache: dict = {}
+        self._fp_constant = lambda output: is_constant_subgraph(output, cache)
+
+        current = self._evaluate(self._variant("base"))
+        self._step(0, "quantize", [], current, True, time.perf_counter() - t0)
+        self.report["fully_quantized"] = {"metrics": current.evaluation.metrics, "drop": current.drop,
+                                          "layer_groups": len(current.groups)}
+        log.info("Fully quantized metrics: %s; drop %s (limit %s)", _fmt(current.evaluation.metrics),
+                 _fmt(current.drop), _fmt(self.max_drop))
+        best = current
+        stop = "target met"
+        if not self._met(current) and "mixed" in self.settings:
+            t = time.perf_counter()
+            mixed = self._evaluate(self._variant("mixed"))
+            better = self._badness(mixed) <= self._badness(current)
+            self._step(0, "convert_to_mixed_preset", [], mixed, better, time.perf_counter() - t)
+            log.info("Mixed preset: %s; drop %s", _fmt(mixed.evaluation.metrics), _fmt(mixed.drop))
+            if better:
+                current = best = mixed
+        if not self._met(current) and p.tune_hyperparams:
+            current = best = self._tune(current)
+        if not self._met(current):
+            current, best, stop = self._search(current)
+        final = current if self._met(current) else best
+        met = self._met(final)
+        if not met and stop == "target met":
+            stop = "target not met"
+        reverted = [g for g in self._order if g in final.reverted]
+        self.report.update(
+            target_met=met, stop_reason=stop, preset="mixed" if final.settings_name == "mixed" else "base",
+            final={"metrics": final.evaluation.metrics, "drop": final.drop},
+            reverted_layers=[{"name": g, "type": self._types.get(g, "")} for g in reverted],
+            time_s=round(time.perf_counter() - t0, 3))
+        if met:
+            log.info("AccuracyAwareQuantization: target met with %d of %d layer group(s) reverted to floating point%s",
+                     len(reverted), self.report["fully_quantized"]["layer_groups"],
+                     f": {', '.join(reverted)}" if reverted else "")
+        else:
+            log.warning("AccuracyAwareQuantization could not reach the required drop %s (%s); the best model found "
+                        "(drop %s, %d layer group(s) reverted) is written", _fmt(self.max_drop), stop,
+                        _fmt(final.drop), len(reverted))
+        return AccuracyAwareResult(final.model, final.result, met, reverted, final.evaluation, self.report)
+
+    def _step(self, iteration: int, action: str, layers: list[str], v: Variant, accepted: bool, seconds: float):
+        self.report["steps"].append({"iteration": iteration, "action": action, "layers": layers,
+                                     "metrics": dict(v.evaluation.metrics), "drop": dict(v.drop),
+                                     "accepted": accepted, "reverted_total": len(v.reverted),
+                                     "time_s": round(seconds, 3)})
+
+    def _tune(self, current: Variant) -> Variant:
+        """``tune_hyperparams``: try a few activation range estimators (same statistics), keep the best."""
+        base = self.settings[current.settings_name]
+        metric = self._worst_metric(current)
+        subset = self._ranking_subset(current, metric)
+        tried = []
+        for lo, hi in (("min", "max"), ("median", "median"), ("mean_no_outliers", "mean_no_outliers")):
+            ranges = dataclasses.replace(base.ranges, min_aggregator=lo, max_aggregator=hi)
+            if ranges == base.ranges:
+                continue
+            name = f"{current.settings_name}:{lo}/{hi}"
+            self.settings[name] = dataclasses.replace(base, ranges=ranges)
+            v = self._variant(name)
+            outputs = self._infer(v, subset, self._ev)
+            value = metric.aggregate([metric.per_sample(outputs[i], self._ev.annotations[i]) for i in subset])
+            tried.append(((value if metric.higher_better else -value), name, v))
+        if not tried:
+            return current
+        _, name, v = max(tried, key=lambda x: x[0])
+        t = time.perf_counter()
+        self._evaluate(v)
+        better = self._badness(v) < self._badness(current)
+        self._step(0, f"tune_hyperparams ({name.split(':', 1)[1]})", [], v, better, time.perf_counter() - t)
+        log.info("Tuned activation ranges %s: drop %s (%s)", name.split(":", 1)[1], _fmt(v.drop),
+                 "kept" if better else "not better; discarded")
+        return v if better else current
+
+    def _search(self, current: Variant) -> tuple[Variant, Variant, str]:
+        """Revert the most harmful group, re-evaluate, keep or roll back; re-rank after every change.
+
+        A rolled-back group is skipped until the model changes again (re-ranking the same model
+        without it gives the rest of the same ranking, so that ranking is reused).
+        """
+        p = self.params
+        best = current
+        metric = self._worst_metric(current)
+        failed: set[str] = set()
+        importance: list[str] | None = None
+        bar = self._bar(len(current.groups))
+        iteration, stop = 0, "nothing left to revert"
+        try:
+            while p.max_iter_num is None or iteration < p.max_iter_num:
+                if importance is None:
+                    importance = self._rank(current, metric, failed, iteration + 1)
+                if not importance:
+                    stop = "nothing left to revert"
+                    break
+                g = importance.pop(0)
+                iteration += 1
+                t = time.perf_counter()
+                cand = self._evaluate(self._child(current, g))
+                worse = cand.drop[metric.name] > current.drop[metric.name] + 1e-12
+                accept = self._met(cand) or not worse or not p.use_prev_if_drop_increase
+                self._step(iteration, "revert", [g], cand, accept, time.perf_counter() - t)
+                if self._badness(cand) < self._badness(best):
+                    best = cand
+                self._keep = [best]
+                if bar is not None:
+                    if bar.n >= bar.total:
+                        bar.total += 1
+                    bar.set_postfix_str(f"{metric.name} drop {cand.drop[metric.name]:.4g}")
+                    bar.update(1)
+                log.info("Iteration %d: reverted %s: %s; drop %s%s", iteration, g, _fmt(cand.evaluation.metrics),
+                         _fmt(cand.drop), "" if accept else "; the drop increased, rolled back")
+                if accept:
+                    current = cand
+                    self._order.append(g)
+                    failed.clear()
+                    importance = None
+                    if self._met(current):
+                        stop = "target met"
+                        break
+                    if not current.groups:
+                        stop = "every layer group reverted"
+                        break
+                    metric = self._worst_metric(current)
+                else:
+                    failed.add(g)
+                self._forget([current, best])
+            else:
+                stop = f"max_iter_num {p.max_iter_num} reached"
+        finally:
+            if bar is not None:
+                bar.close()
+        return current, best, stop
+
+    def _bar(self, total: int):
+        if not (self.progress or self.stream):
+            return None
+        from tqdm import tqdm
+
+        if self.stream:
+            return tqdm(total=total, desc="accuracy-aware", unit="iter", file=sys.stdout, ascii=True, mininterval=1.0,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} iterations [{elapsed}<{remaining}] {postfix}\n")
+        return tqdm(total=total, desc="accuracy-aware", unit="iter", file=sys.stderr)
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.5g}" if isinstance(v, float) and math.isfinite(v) else f"{k} {v}"
+                     for k, v in values.items())

@@ -1,0 +1,204 @@
+"""Asynchronous evaluation of models on an Accuracy-Checker-style dataset.
+
+One :class:`Evaluator` serves a whole run: it keeps the decoded samples in memory (up to a byte
+budget, so the FP32 model, the fully quantized one and every candidate of
+AccuracyAwareQuantization read each image once), runs samples through an
+:class:`openvino.AsyncInferQueue` that is created once per compiled model and reused, and turns
+outputs into metrics with :mod:`pot_cli.engines.metrics`.
+
+Models are compiled with ``INFERENCE_PRECISION_HINT=f32`` on CPU so that the FP32 reference is
+not silently run in bf16; INT8 layers of a quantized model still run in INT8.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import openvino as ov
+
+from pot_cli.engines.accuracy_checker import ACDataset
+from pot_cli.engines.metrics import Metric
+from pot_cli.errors import EngineError, ModelError, PotError
+from pot_cli.graph.model import get_core
+
+log = logging.getLogger("pot")
+
+#: decoded samples kept in memory at most (bytes)
+CACHE_LIMIT_BYTES = 1 << 30
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one model on a set of samples.
+
+    :param metrics: metric name -> value on ``indices``.
+    :param per_sample: metric name -> per-sample values, float64 ``(len(indices),)``, in the
+        order of ``indices``.
+    :param indices: dataset indices evaluated, in order.
+    :param outputs: index -> the metric output of that sample (e.g. ``(1, 10)`` float32 scores).
+    :param time_s: wall-clock seconds of inference.
+    """
+
+    metrics: dict[str, float]
+    per_sample: dict[str, np.ndarray]
+    indices: list[int]
+    outputs: dict[int, np.ndarray] = field(default_factory=dict)
+    time_s: float = 0.0
+
+
+class Evaluator:
+    """Runs models on a bound :class:`ACDataset` and computes its metrics.
+
+    :param dataset: the evaluation dataset, bound to the model (:meth:`ACDataset.bind`).
+    :param metrics: metrics to compute (default: the dataset's).
+    :param device: OpenVINO device.
+    :param requests_number: parallel infer requests (default: the plugin's optimal number).
+    :param output: output tensor or node name the metrics read (default: the first output).
+    :param annotations: per-sample annotations replacing the dataset's (annotation-free mode).
+    """
+
+    def __init__(self, dataset: ACDataset, metrics: Sequence[Metric] | None = None, device: str = "CPU",
+                 requests_number: int | None = None, output: str | None = None,
+                 annotations: Sequence[Any] | None = None):
+        self.dataset = dataset
+        self.metrics = tuple(metrics if metrics is not None else dataset.metrics)
+        self.device = device
+        self.requests_number = requests_number
+        self.output = output
+        self.annotations = list(annotations) if annotations is not None else dataset.annotations
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self._cache_bytes = 0
+        self._queues: collections.OrderedDict[int, tuple[ov.CompiledModel, ov.AsyncInferQueue]] = \
+            collections.OrderedDict()
+
+    def with_annotations(self, annotations: Sequence[Any], metrics: Sequence[Metric] | None = None) -> "Evaluator":
+        """A sibling evaluator sharing this one's sample cache, with other annotations."""
+        other = Evaluator(self.dataset, metrics if metrics is not None else self.metrics, self.device,
+                          self.requests_number, self.output, annotations)
+        other._cache = self._cache
+        return other
+
+    # -- compile and run
+
+    def compile(self, model: ov.Model) -> ov.CompiledModel:
+        """Compile ``model`` for evaluation (f32 inference precision on CPU, throughput hint).
+
+        :raises ModelError: when the device cannot compile it.
+        """
+        config: dict[str, str] = {"PERFORMANCE_HINT": "THROUGHPUT"}
+        if self.device.upper().startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        try:
+            return get_core().compile_model(model, self.device, config)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"model '{model.get_friendly_name()}': {self.device} cannot compile it: {first}") from e
+
+    def _queue(self, compiled: ov.CompiledModel) -> ov.AsyncInferQueue:
+        key = id(compiled)
+        if key in self._queues:
+            self._queues.move_to_end(key)
+            return self._queues[key][1]
+        n = self.requests_number or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        queue = ov.AsyncInferQueue(compiled, max(1, int(n)))
+        self._queues[key] = (compiled, queue)  # holding ``compiled`` keeps its id unique
+        while len(self._queues) > 4:
+            self._queues.popitem(last=False)
+        return queue
+
+    def _output_index(self, compiled: ov.CompiledModel) -> int:
+        if self.output is None:
+            return 0
+        for k, out in enumerate(compiled.outputs):
+            producer = out.get_node().input_value(0).get_node().get_friendly_name()
+            if self.output in out.get_names() or self.output in (producer, out.get_node().get_friendly_name()):
+                return k
+        names = ", ".join(sorted(n for o in compiled.outputs for n in o.get_names())) or "(unnamed)"
+        raise EngineError(f"adapter output_blob '{self.output}': the model has no such output; expected one of: {names}")
+
+    def _samples(self, indices: Sequence[int]) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
+        missing = [i for i in indices if i not in self._cache]
+        for i in indices:
+            if i in self._cache:
+                yield i, self._cache[i]
+        for i, sample in self.dataset.iter_samples(missing):
+            size = sum(a.nbytes for a in sample.values())
+            if self._cache_bytes + size <= CACHE_LIMIT_BYTES:
+                self._cache[i] = sample
+                self._cache_bytes += size
+            yield i, sample
+
+    def infer(self, model: ov.Model | ov.CompiledModel, indices: Sequence[int],
+              progress: Callable[[int], None] | None = None) -> dict[int, np.ndarray]:
+        """Run ``indices`` through ``model`` asynchronously.
+
+        :param model: a model (compiled here) or a compiled model (its infer requests are reused
+            across calls).
+        :param indices: dataset indices.
+        :param progress: called with the number of finished samples.
+        :return: index -> copy of the metric output of that sample.
+        :raises EngineError: when inference fails.
+        """
+        compiled = model if isinstance(model, ov.CompiledModel) else self.compile(model)
+        queue = self._queue(compiled)
+        k = self._output_index(compiled)
+        outputs: dict[int, np.ndarray] = {}
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def on_done(request: ov.InferRequest, index: int) -> None:
+            try:
+                value = np.array(request.get_output_tensor(k).data, copy=True)
+            except Exception as e:  # reported after wait_all
+                errors.append(str(e) or type(e).__name__)
+                return
+            with lock:
+                outputs[index] = value
+
+        queue.set_callback(on_done)
+        try:
+            for i, sample in self._samples(indices):
+                queue.start_async(sample, userdata=i)
+                if progress is not None:
+                    progress(len(outputs))
+            queue.wait_all()
+        except PotError:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EngineError(f"inference failed during evaluation: {first}") from e
+        if errors:
+            raise EngineError(f"inference failed during evaluation: {errors[0]}")
+        if progress is not None:
+            progress(len(outputs))
+        return outputs
+
+    # -- metrics
+
+    def score(self, outputs: dict[int, np.ndarray], indices: Sequence[int]) -> Evaluation:
+        """Metrics of ``outputs`` on ``indices`` against the annotations.
+
+        :raises EngineError: when there are no annotations.
+        """
+        if self.annotations is None:
+            raise EngineError(f"{self.dataset.where}: no annotations; cannot compute metrics")
+        indices = list(indices)
+        per_sample = {m.name: np.array([m.per_sample(outputs[i], self.annotations[i]) for i in indices],
+                                       dtype=np.float64) for m in self.metrics}
+        metrics = {m.name: m.aggregate(per_sample[m.name]) for m in self.metrics}
+        return Evaluation(metrics, per_sample, indices, {i: outputs[i] for i in indices})
+
+    def evaluate(self, model: ov.Model | ov.CompiledModel, indices: Sequence[int] | None = None,
+                 progress: Callable[[int], None] | None = None) -> Evaluation:
+        """Infer and score ``model`` on ``indices`` (default: the whole dataset)."""
+        indices = list(range(len(self.dataset))) if indices is None else list(indices)
+        t = time.perf_counter()
+        outputs = self.infer(model, indices, progress)
+        result = self.score(outputs, indices)
+        result.time_s = time.perf_counter() - t
+        return result
