@@ -105,26 +105,15 @@ def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ..
     return tuple(op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in names)
 
 
-def _copy_constant(output: ov.Output, memo: dict) -> ov.Output:
-    """A copy of the constant sub-graph behind ``output`` (Constant, Convert, Reshape...), same names."""
-    node = output.get_node()
-    key = node.get_instance_id()
-    if key not in memo:
-        new = node.clone_with_new_inputs([_copy_constant(i.get_source_output(), memo) for i in node.inputs()])
-        new.set_friendly_name(node.get_friendly_name())
-        memo[key] = new
-    return memo[key].output(output.get_index())
-
-
 def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
                  is_fp_constant: Callable[[ov.Output], bool]) -> None:
     """Put layer group ``group`` of a quantized ``model`` back in floating point, in place.
 
     The FakeQuantize ops on the group's activation inputs are bypassed for this op only (another
-    consumer of a shared FakeQuantize keeps it), its quantized weights are replaced by a copy of
-    the FP32 weight sub-graph, and a bias changed by bias correction gets its FP32 value back;
-    names of the FP32 model are kept. The original POT reverted a group the same way (removing its
-    FakeQuantize ops from the quantized model).
+    consumer of a shared FakeQuantize keeps it), its weight input reads the FP32 model's weight
+    sub-graph again, and a bias changed by bias correction reads the FP32 bias again (those
+    constant nodes are shared with the FP32 model, which is never edited: later edits work on
+    clones). The original POT reverted a group the same way (removing its FakeQuantize ops).
 
     :param model: a model quantized from the FP32 model whose ops are ``fp_ops``.
     :param group: friendly name of a quantized op (Convolution, MatMul, residual Add...).
@@ -138,7 +127,7 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
         src = inp.get_source_output()
         if is_fp_constant(fp_src):
             if src.get_node().get_friendly_name() != fp_src.get_node().get_friendly_name():
-                inp.replace_source_output(_copy_constant(fp_src, {}))
+                inp.replace_source_output(fp_src)
         elif src.get_node().get_type_name() == "FakeQuantize":
             inp.replace_source_output(src.get_node().input_value(0))
     for target in node.output(0).get_target_inputs():
@@ -150,7 +139,7 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
         fp_bias = fp_add.input(other).get_source_output()
         if is_fp_constant(fp_bias) and \
                 add.input(other).get_source_output().get_node().get_friendly_name() != fp_bias.get_node().get_friendly_name():
-            add.input(other).replace_source_output(_copy_constant(fp_bias, {}))
+            add.input(other).replace_source_output(fp_bias)
     model.validate_nodes_and_infer_types()
 
 
