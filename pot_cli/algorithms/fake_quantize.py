@@ -116,7 +116,9 @@ def compute_asymmetric_params(min_value: np.ndarray, max_value: np.ndarray, bits
     lo = np.minimum(np.asarray(min_value, dtype=np.float64), 0.0)
     hi = np.maximum(np.asarray(max_value, dtype=np.float64), 0.0)
     scale = np.maximum((hi - lo) / (level_high - level_low), float(MIN_SCALE))
-    zero_point = np.clip(np.round(-lo / scale), level_low, level_high)
+    zero_point = np.round(-lo / scale)
+    # a range that is negative but narrower than one step still keeps one level below zero
+    zero_point = np.clip(np.where(lo < 0, np.maximum(zero_point, 1), zero_point), level_low, level_high)
     return _from_scale(scale, zero_point, level_low, level_high)
 
 
