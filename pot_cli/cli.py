@@ -36,9 +36,38 @@ def _setup_console_logging(level: str) -> None:
     log.addHandler(console)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """``log.txt``: when it cannot be written (full disk), say so once on the console and go on
+    without it, instead of printing a traceback per record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not self.failed:
+            self.failed = True
+            sys.stderr.write(f"WARNING: {self.baseFilename}: cannot write the log file "
+                             f"({sys.exc_info()[1]}); logging to the console only\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self.failed = True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass
+
+
 def _add_file_log(path: Path, level: str) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFileHandler(path, encoding="utf-8")
     handler.setLevel(min(logging.INFO, getattr(logging, level)))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
     log.addHandler(handler)
@@ -159,15 +188,20 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.option("--stream-output", is_flag=True, help="Print progress as separate lines (for log collectors).")
 @click.option("--keep-uncompressed-weights", is_flag=True,
               help="Keep float weights behind FakeQuantize instead of INT8 constants.")
+@click.option("--allow-quantized", is_flag=True,
+              help="Accept a model that already holds FakeQuantize or INT8 weights: layers already "
+                   "quantized are kept as they are, the others are quantized.")
 @click.version_option(__version__, "--version", prog_name="pot")
 def main(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
-         target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights):
+         target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights,
+         allow_quantized=False):
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
+    saved = (log.level, log.propagate, list(log.handlers))  # restored on return (in-process callers)
     _setup_console_logging(log_level)
     try:
         code = _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop,
                     evaluate, target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-                    keep_uncompressed_weights)
+                    keep_uncompressed_weights, allow_quantized)
     except PotError as e:
         if log_level == "DEBUG":
             traceback.print_exc()
@@ -186,19 +220,24 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
             h.flush()
             if isinstance(h, logging.FileHandler):
                 h.close()
-                log.removeHandler(h)
+            log.removeHandler(h)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+        for h in saved[2]:
+            log.addHandler(h)
     sys.exit(code)
 
 
 def _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-         keep_uncompressed_weights) -> int:
+         keep_uncompressed_weights, allow_quantized=False) -> int:
     if weights and not model and not config:
         raise UsageError("-w/--weights needs -m/--model")
     if model and not weights:
         weights = str(Path(model).with_suffix(".bin"))
 
     from pot_cli.config import validate_config
+    from pot_cli.graph.model import check_output_dir
     from pot_cli.pipeline import RunOptions, create_run_dir, run_quantization
 
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
@@ -207,10 +246,11 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
     if evaluate and cfg.engine.type != "accuracy_checker":
         raise UsageError(f"{source}: -e/--evaluate needs annotated data and metrics: the accuracy_checker engine "
                          "(--ac-config FILE, or engine.config / engine.datasets in the config)")
-    options = RunOptions(output_dir=Path(output_dir), direct_dump=direct_dump,
+    options = RunOptions(output_dir=Path(output_dir), direct_dump=direct_dump, allow_quantized=allow_quantized,
                          keep_uncompressed_weights=keep_uncompressed_weights, progress_bar=progress_bar,
                          stream_output=stream_output, evaluate=evaluate)
     algo_name = cfg.compression.algorithms[0].name if cfg.compression.algorithms else "DefaultQuantization"
+    check_output_dir(options.output_dir)
     run_dir = create_run_dir(options, cfg.model.model_name, algo_name)
     try:
         _add_file_log(run_dir / "log.txt", log_level)

@@ -75,3 +75,20 @@ class OutputError(PotError):
     """The output cannot be written (exit code 1)."""
 
     exit_code = 1
+
+
+def runtime_error_text(error: BaseException) -> str:
+    """The useful part of a third-party (OpenVINO) exception text, on one line.
+
+    OpenVINO messages start with source locations (``Exception from src/...cpp:84:``,
+    ``Check '...' failed at src/...:``) and span several lines; those lines are dropped and the
+    rest is joined with spaces. Falls back to the exception's type name.
+
+    :param error: the exception to describe.
+    :return: one line, for example ``"Incorrect weights in bin file!"``.
+    """
+    lines = [ln.strip() for ln in str(error).splitlines()]
+    useful = [ln for ln in lines if ln and not ln.startswith("Exception from ")
+              and not (ln.startswith("Check '") and " failed at " in ln)]
+    text = " ".join(useful) or " ".join(ln for ln in lines if ln)
+    return text or type(error).__name__

@@ -21,7 +21,7 @@ from pot_cli.algorithms.min_max import MinMaxSettings, RangeSpec
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import NotSupportedError, UsageError
-from pot_cli.graph.model import load_model, save_model_atomic
+from pot_cli.graph.model import load_model, quantized_layers, save_model_atomic
 from pot_cli.graph.patterns import WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
 from pot_cli.statistics.collector import collect_statistics
@@ -42,6 +42,8 @@ class RunOptions:
     :param progress_bar: show a tqdm bar for statistics collection.
     :param stream_output: print progress as separate lines (for log collectors).
     :param evaluate: ``-e``: evaluate the output model on the whole evaluation dataset.
+    :param allow_quantized: ``--allow-quantized``: accept a model that is already (partly)
+        quantized; its quantized layers are left as they are.
     """
 
     output_dir: Path = Path("results")
@@ -50,6 +52,7 @@ class RunOptions:
     progress_bar: bool = False
     stream_output: bool = False
     evaluate: bool = False
+    allow_quantized: bool = False
 
 
 @dataclass
@@ -152,6 +155,9 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         weight_mode=w_mode, weight_bits=w_bits, weight_per_channel=w_per_channel, ranges=ranges,
         depthwise_per_channel=dw_per_channel and act_bits == 8,
         saturation_fix=params.saturation_fix if hw.target_device in ("ANY", "CPU", "CPU_SPR") else "no",
+        model_type=params.model_type,
+        # an explicit activations.mode wins over the transformer default (asymmetric)
+        transformer_activation_mode=None if (params.activations and params.activations.mode) else "asymmetric",
         ignored_scope=tuple(params.ignored.scope),
         ignored_types=tuple(op.type for op in params.ignored.operations if not op.attributes),
     )
@@ -208,7 +214,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         raise UsageError(f"{config.source}: -e/--evaluate needs annotated data and metrics: engine type "
                          "'accuracy_checker' with an Accuracy Checker config (--ac-config or engine.config)")
 
-    model = load_model(config.model.model, config.model.weights)
+    model = load_model(config.model.model, config.model.weights, allow_quantized=options.allow_quantized)
     times["load_model_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -249,6 +255,11 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                 bar.close()
 
     settings = create_min_max_settings(params, hw)
+    if options.allow_quantized:
+        done = [n for n in quantized_layers(model) if n not in settings.ignored_scope]
+        if done:
+            log.info("--allow-quantized: %d layer(s) already quantized are kept as they are", len(done))
+            settings = dataclasses.replace(settings, ignored_scope=settings.ignored_scope + tuple(done))
     aa_result = None
     evaluation = None
     if accuracy_aware:
@@ -310,9 +321,13 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         report["summary"]["reverted_layers"] = list(aa_result.reverted)
     if evaluation is not None:
         report["evaluation"] = evaluation
-    times["save_s"] = time.perf_counter() - t
-    report["time_s"]["total_s"] = time.perf_counter() - t0
-    xml = save_model_atomic(model, target, name, extra_files={"report.json": dump_report(report)})
+    times["report_s"] = time.perf_counter() - t
+
+    def report_files(save_seconds: float) -> dict[str, str]:
+        report["time_s"].update(report_s=times["report_s"], save_s=save_seconds, total_s=time.perf_counter() - t0)
+        return {"report.json": dump_report(report)}
+
+    xml = save_model_atomic(model, target, name, extra_files=report_files)
     log.info("Quantized model written to %s", xml)
     return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
                      target_met=aa_result is None or aa_result.target_met, evaluation=evaluation)

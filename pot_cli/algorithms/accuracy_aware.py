@@ -409,8 +409,9 @@ class AccuracyAwareQuantization:
         cache: dict = {}
         self._fp_constant = lambda output: is_constant_subgraph(output, cache)
 
+        t = time.perf_counter()
         current = self._evaluate(self._variant("base"))
-        self._step(0, "quantize", [], current, True, time.perf_counter() - t0)
+        self._step(0, "quantize", [], current, True, time.perf_counter() - t)
         self.report["fully_quantized"] = {"metrics": current.evaluation.metrics, "drop": current.drop,
                                           "layer_groups": len(current.groups)}
         log.info("Fully quantized metrics: %s; drop %s (limit %s)", _fmt(current.evaluation.metrics),
@@ -435,9 +436,11 @@ class AccuracyAwareQuantization:
             stop = "target not met"
         reverted = [g for g in self._order if g in final.reverted]
         self.report.update(
-            target_met=met, stop_reason=stop, preset="mixed" if final.settings_name == "mixed" else "base",
+            target_met=met, stop_reason=stop,
+            quantization=final.settings_name.replace("base", p.preset),  # e.g. "performance", "mixed:min/max"
             final={"metrics": final.evaluation.metrics, "drop": final.drop},
             reverted_layers=[{"name": g, "type": self._types.get(g, "")} for g in reverted],
+            ignored_scope=list(p.ignored.scope),
             time_s=round(time.perf_counter() - t0, 3))
         if met:
             log.info("AccuracyAwareQuantization: target met with %d of %d layer group(s) reverted to floating point%s",
@@ -515,7 +518,7 @@ class AccuracyAwareQuantization:
                 if bar is not None:
                     if bar.n >= bar.total:
                         bar.total += 1
-                    bar.set_postfix_str(f"{metric.name} drop {cand.drop[metric.name]:.4g}")
+                    bar.set_postfix_str(f"{metric.name} drop {cand.drop[metric.name]:.4g}", refresh=False)
                     bar.update(1)
                 log.info("Iteration %d: reverted %s: %s; drop %s%s", iteration, g, _fmt(cand.evaluation.metrics),
                          _fmt(cand.drop), "" if accept else "; the drop increased, rolled back")
@@ -548,7 +551,7 @@ class AccuracyAwareQuantization:
 
         if self.stream:
             return tqdm(total=total, desc="accuracy-aware", unit="iter", file=sys.stdout, ascii=True, mininterval=1.0,
-                        bar_format="{desc}: {n_fmt}/{total_fmt} iterations [{elapsed}<{remaining}] {postfix}\n")
+                        bar_format="{desc}: {n_fmt}/{total_fmt} iterations [{elapsed}<{remaining}]{postfix}\n")
         return tqdm(total=total, desc="accuracy-aware", unit="iter", file=sys.stderr)
 
 

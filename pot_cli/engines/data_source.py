@@ -148,9 +148,21 @@ class DataSource:
             caller's thread.
         :return: an iterator of ``(index, {input name: array})``, arrays as in
             :meth:`__getitem__`.
-        :raises DatasetError: when an array does not fit its input.
+        :raises DatasetError: when an array does not fit its input, or when none of the
+            requested samples can be read (a model calibrated on nothing would be wrong).
         """
-        order = range(len(self)) if indices is None else indices
+        order = list(range(len(self)) if indices is None else indices)
+        yielded = 0
+        for item in self._iter_samples(order, workers):
+            yielded += 1
+            yield item
+        if order and not yielded:
+            bad = [self.paths[i] for i in dict.fromkeys(order)]
+            raise DatasetError(f"{self._source_key}: {self.source}: no usable samples: all {len(bad)} "
+                               f"selected file(s) are unreadable or corrupt ({_name_list(bad, self._root())}); "
+                               f"{_EXPECTED}")
+
+    def _iter_samples(self, order: list[int], workers: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         failed: list[tuple[int, SampleReadError]] = []
         executor = None
         try:
@@ -234,7 +246,9 @@ class DataSource:
         if kind == "image":
             inp = self._inputs[0]
             try:
-                image = read_image(path, keep_alpha=inp.image.channels == 4)
+                spec = inp.image
+                image = read_image(path, keep_alpha=spec.channels == 4, gray=spec.channels == 1,
+                                   target=(spec.height, spec.width) if spec.height and spec.width else None)
             except DatasetError as e:
                 raise SampleReadError(e.message) from e
             return {inp.name: prepare_image(image, inp.image)}

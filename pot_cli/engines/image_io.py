@@ -6,6 +6,11 @@ an image is only decoded, converted to the model's channel count, resized to the
 
 Decoding uses OpenCV on the file's bytes (``cv2.imdecode(np.fromfile(path, np.uint8), ...)``)
 so Unicode paths work on every platform.
+
+Memory: one image is decoded at a time. A JPEG of more than :data:`MAX_DECODE_PIXELS` pixels
+that is at least 4x larger than the model input is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
+DCT scaling, ``cv2.IMREAD_REDUCED_*``), never below twice the model's ``H x W``, so a folder of
+camera photos costs no more memory than small images. Other formats are decoded at full size.
 """
 from __future__ import annotations
 
@@ -35,6 +40,14 @@ IMAGE_EXTENSIONS_TEXT = ".jpg .png .bmp .tif .webp ..."
 SUPPORTED_CHANNELS = (1, 3, 4)
 
 _HEADER_BYTES = 32
+
+#: JPEGs with more pixels than this may be decoded at a reduced scale (see the module docstring).
+MAX_DECODE_PIXELS = 2048 * 2048
+
+try:  # errors only: a corrupt file is reported once by pot, not also by OpenCV's own warnings
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+except AttributeError:  # an OpenCV build without the logging module
+    pass
 
 
 def looks_like_image(header: bytes) -> bool:
@@ -74,7 +87,65 @@ def sniff_image(path: Path) -> bool:
         return looks_like_image(f.read(_HEADER_BYTES))
 
 
-def read_image(path: Path, *, keep_alpha: bool = False) -> np.ndarray:
+def jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """``(height, width)`` from a JPEG's frame header, without decoding, or None when ``data``
+    is not a JPEG or has no frame header (EXIF orientation is not applied).
+
+    :param data: the file's bytes, uint8.
+    """
+    b = data
+    n = len(b)
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        return None
+    i = 2
+    while i + 4 <= n:
+        if b[i] != 0xFF:
+            return None
+        marker = int(b[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = (int(b[i + 2]) << 8) | int(b[i + 3])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > n:
+                return None
+            return (int(b[i + 5]) << 8) | int(b[i + 6]), (int(b[i + 7]) << 8) | int(b[i + 8])
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before a frame
+            return None
+        i += 2 + length
+    return None
+
+
+def _reduced_scale(data: np.ndarray, target: tuple[int, int] | None) -> int:
+    """1, 2, 4 or 8: how much a JPEG may be scaled down while decoding (see the module docstring)."""
+    if target is None or not all(target):
+        return 1
+    size = jpeg_size(data)
+    if size is None or size[0] * size[1] <= MAX_DECODE_PIXELS:
+        return 1
+    short, need = min(size), 2 * max(target)  # orientation-agnostic
+    scale = 1
+    for f in (2, 4, 8):
+        if short // f < need:
+            break
+        scale = f
+        if (size[0] // f) * (size[1] // f) <= MAX_DECODE_PIXELS:
+            break
+    return scale
+
+
+_REDUCED_FLAGS = {
+    (2, False): cv2.IMREAD_REDUCED_COLOR_2, (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+    (8, False): cv2.IMREAD_REDUCED_COLOR_8, (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4, (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+
+def read_image(path: Path, *, keep_alpha: bool = False, target: tuple[int, int] | None = None,
+               gray: bool = False) -> np.ndarray:
     """Decode one image file as OpenCV does, without any conversion of values.
 
     EXIF orientation is applied (as ``cv2.imread`` does and as the original POT read images),
@@ -82,6 +153,10 @@ def read_image(path: Path, *, keep_alpha: bool = False) -> np.ndarray:
 
     :param path: the image file; any Unicode path works.
     :param keep_alpha: keep a fourth (alpha) channel when the file has one.
+    :param target: the model input's ``(H, W)`` the image will be resized to, when known: a
+        large JPEG is then decoded at a reduced scale (never below ``2 x target``; see the module
+        docstring).
+    :param gray: the image will be converted to one channel (used with a reduced decode only).
     :return: ``(H, W)`` for gray or ``(H, W, C)`` with C in 3 (BGR) or 4 (BGRA, only with
         ``keep_alpha``); dtype as stored: uint8, uint16 (16-bit PNG/TIFF) or float32 (HDR, EXR,
         PFM, float TIFF).
@@ -92,6 +167,9 @@ def read_image(path: Path, *, keep_alpha: bool = False) -> np.ndarray:
     except OSError as e:
         raise DatasetError(f"{path}: cannot read the file ({e.strerror or e})") from e
     flags = cv2.IMREAD_UNCHANGED if keep_alpha else (cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    scale = 1 if keep_alpha else _reduced_scale(data, target)
+    if scale > 1:
+        flags = _REDUCED_FLAGS[(scale, gray)]
     image = None
     if data.size:
         try:

@@ -1,17 +1,24 @@
 """Reading and saving OpenVINO IR models, and small read-only graph queries."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
+from xml.etree import ElementTree
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pot_cli.errors import ModelError, OutputError
+from pot_cli.errors import ModelError, OutputError, runtime_error_text
 
 log = logging.getLogger("pot")
 
@@ -39,17 +46,105 @@ def load_model(xml_path: Path, bin_path: Path, allow_quantized: bool = False) ->
     for path, what in ((xml_path, "model"), (bin_path, "weights")):
         if not Path(path).is_file():
             raise ModelError(f"{path}: {what} file not found")
+    _check_ir_root(Path(xml_path))
     try:
         model = get_core().read_model(str(xml_path), str(bin_path))
     except Exception as e:  # openvino raises RuntimeError subclasses with multi-line text
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{xml_path}: cannot read the model as OpenVINO IR: {first}") from e
+        text = runtime_error_text(e)
+        if "weights in bin file" in text or "bin file" in text.lower():
+            raise ModelError(f"{bin_path}: the weights file does not fit the model {Path(xml_path).name} "
+                             f"({text}); expected the complete .bin saved with that .xml (truncated or "
+                             "from another model?)") from e
+        raise ModelError(f"{xml_path}: cannot read the model as OpenVINO IR: {text}") from e
     if not allow_quantized:
         fq = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
         if fq:
             raise ModelError(f"{xml_path}: the model is already quantized ({len(fq)} FakeQuantize ops, "
-                             f"e.g. '{fq[0]}'); expected a floating-point model")
+                             f"e.g. '{fq[0]}'); expected a floating-point model",
+                             hint="pass --allow-quantized to quantize only the layers that are not "
+                                  "quantized yet")
     return model
+
+
+def _check_ir_root(xml_path: Path) -> None:
+    """Fail early, with a clear message, when ``xml_path`` is not XML or not an IR (``<net>``).
+
+    Only the start of the file is parsed (up to the root element), so this is cheap for any size.
+    """
+    try:
+        with open(xml_path, "rb") as f:
+            for _, element in ElementTree.iterparse(f, events=("start",)):
+                if element.tag != "net":
+                    raise ModelError(f"{xml_path}: not an OpenVINO IR: the root element is <{element.tag}>; "
+                                     "expected <net> (the .xml of an IR)")
+                return
+    except ElementTree.ParseError as e:
+        line, col = e.position
+        raise ModelError(f"{xml_path}: not an OpenVINO IR: not valid XML at line {line}, column {col + 1}; "
+                         "expected the .xml of an IR") from e
+    except OSError as e:
+        raise ModelError(f"{xml_path}: cannot read the model file: {e.strerror or e}") from e
+
+
+def quantized_layers(model: ov.Model) -> list[str]:
+    """Friendly names of the nodes that already have a quantized input: fed by a FakeQuantize,
+    or by INT8/UINT8/INT4/UINT4 weights behind a dequantization chain (Convert, Subtract,
+    Multiply, Reshape...). Used to leave those layers as they are when an already quantized
+    model is quantized again (``--allow-quantized``).
+
+    :param model: the model (not modified).
+    :return: names in topological order, each once.
+    """
+    low_bit = {ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4}
+    passthrough = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze"}
+
+    def quantized_source(node) -> bool:
+        stack, seen = [node], set()
+        while stack:
+            n = stack.pop()
+            if n.get_instance_id() in seen:
+                continue
+            seen.add(n.get_instance_id())
+            t = n.get_type_name()
+            if t == "FakeQuantize" or (t == "Constant" and n.get_element_type() in low_bit):
+                return True
+            if t in passthrough:
+                stack.extend(i.get_source_output().get_node() for i in n.inputs())
+        return False
+
+    names = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() in passthrough | {"FakeQuantize", "Constant", "Parameter", "Result"}:
+            continue
+        if any(quantized_source(i.get_source_output().get_node()) for i in node.inputs()):
+            names.append(node.get_friendly_name())
+    return list(dict.fromkeys(names))
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early when ``path`` cannot become an output folder.
+
+    :param path: ``--output-dir``; it may not exist yet.
+    :raises OutputError: when ``path`` or one of its parents is a file, or the nearest existing
+        folder is on a read-only file system or not writable.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"is inside {probe}, which is a file"
+        raise OutputError(f"{path}: output folder {where}; expected a folder (or a path that does not exist yet)")
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(probe, os.W_OK | os.X_OK):
+        reason = "read-only file system" if read_only else "permission denied"
+        raise OutputError(f"{path}: output folder is not writable ({probe}: {reason}); "
+                          "expected a writable folder for --output-dir")
 
 
 def compile_model(model: ov.Model, config: dict | None = None) -> ov.CompiledModel:
@@ -57,8 +152,8 @@ def compile_model(model: ov.Model, config: dict | None = None) -> ov.CompiledMod
     try:
         return get_core().compile_model(model, "CPU", config or {})
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"model '{model.get_friendly_name()}': the CPU plugin cannot compile it: {first}") from e
+        raise ModelError(f"model '{model.get_friendly_name()}': the CPU plugin cannot compile it: "
+                         f"{runtime_error_text(e)}") from e
 
 
 def evaluate_constants(outputs: list[ov.Output]) -> list[np.ndarray]:
@@ -110,7 +205,8 @@ def is_constant_subgraph(output: ov.Output, cache: dict | None = None) -> bool:
 _NOT_CONSTANT = frozenset({"Parameter", "ReadValue", "Assign", "ShapeOf", "RandomUniform"})
 
 
-def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str, extra_files: dict[str, str] | None = None) -> Path:
+def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str,
+                      extra_files: dict[str, str] | Callable[[float], dict[str, str]] | None = None) -> Path:
     """Write ``<target_dir>/<model_name>.xml|.bin`` (and extra text files) all or nothing.
 
     Files are first written into a temporary sibling folder, which is then renamed to
@@ -119,7 +215,8 @@ def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str, extra_
     :param model: the model to save (weights keep their precision: ``compress_to_fp16=False``).
     :param target_dir: the folder that will hold the IR.
     :param model_name: file stem of the IR.
-    :param extra_files: file name -> text, written beside the IR (for example ``report.json``).
+    :param extra_files: file name -> text, written beside the IR (for example ``report.json``),
+        or a function of the seconds spent writing the IR that returns them.
     :return: path of the written ``.xml``.
     :raises OutputError: when the folder cannot be created or written.
     """
@@ -132,23 +229,80 @@ def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str, extra_
     tmp = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=parent))
+        started = time.perf_counter()
         ov.save_model(model, str(tmp / f"{model_name}.xml"), compress_to_fp16=False)
+        if callable(extra_files):
+            extra_files = extra_files(time.perf_counter() - started)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        _check_saved(tmp, model_name, extra_files)
         backup = None
-        if target_dir.exists():
-            backup = parent / f".{target_dir.name}.old-{os.getpid()}"
-            os.replace(target_dir, backup)
-        os.replace(tmp, target_dir)
-        tmp = None
+        with _signals_deferred():  # Ctrl-C here would leave neither the old nor the new folder
+            if target_dir.exists():
+                backup = parent / f".{target_dir.name}.old-{os.getpid()}"
+                os.replace(target_dir, backup)
+            os.replace(tmp, target_dir)
+            tmp = None
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
     except OSError as e:
         raise OutputError(f"{target_dir}: cannot write the output model: {e.strerror or e}") from e
-    except RuntimeError as e:  # ov.save_model reports I/O failures as RuntimeError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OutputError(f"{target_dir}: cannot write the output model: {first}") from e
+    except RuntimeError as e:  # ov.save_model reports I/O failures as RuntimeError, without errno
+        text = runtime_error_text(e)
+        if _nearly_full(tmp or parent):
+            text = f"no space left on device ({text})"
+        raise OutputError(f"{target_dir}: cannot write the output model: {text}") from e
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return target_dir / f"{model_name}.xml"
+
+
+def _check_saved(folder: Path, model_name: str, extra_files: dict[str, str] | None) -> None:
+    """Make sure every file of a freshly saved IR is complete before it is published.
+
+    ``ov.save_model`` may not report a short write (a full disk), so the ``.bin`` is checked to
+    hold every byte the ``.xml`` refers to, and the files are flushed to disk.
+
+    :raises OSError: when a file is missing or shorter than expected (``ENOSPC`` wording).
+    """
+    xml, bin_ = folder / f"{model_name}.xml", folder / f"{model_name}.bin"
+    needed = 0
+    for _, element in ElementTree.iterparse(xml, events=("end",)):
+        if element.tag == "data" and "offset" in element.attrib and "size" in element.attrib:
+            needed = max(needed, int(element.attrib["offset"]) + int(element.attrib["size"]))
+        element.clear()
+    have = bin_.stat().st_size if bin_.exists() else -1
+    if have < needed:
+        raise OSError(errno.ENOSPC, f"{bin_.name} is incomplete ({max(have, 0)} of {needed} bytes written; "
+                      "is the disk full?)")
+    for f in [xml, bin_] + [folder / n for n in (extra_files or {})]:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _nearly_full(path: Path, margin: int = 1 << 20) -> bool:
+    """True when the file system of ``path`` has less than ``margin`` bytes free for us."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends (main thread, POSIX); elsewhere a no-op."""
+    can_block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if not can_block:
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -2,8 +2,10 @@
 
 Reductions run inside the graph: for each requested tensor the collector attaches ReduceMin,
 ReduceMax, ReduceMean (per channel) or ShapeOf nodes and makes them outputs of a temporary model.
-Only those small outputs come back to Python, so memory grows with
-``samples x channels``, never with the activation size. The model is compiled with
+Only those small outputs come back to Python, and they are folded across samples as they
+arrive (in sample order, so the result is the same on every run): the per-channel reductions
+keep a running min, max or sum, the per-tensor ones a few numbers per sample. Memory therefore
+does not grow with the activation size and barely with the number of samples. The model is compiled with
 ``INFERENCE_PRECISION_HINT=f32``: this CPU would otherwise run a float32 model in bf16 and the
 statistics would carry bf16 rounding.
 """
@@ -20,7 +22,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pot_cli.errors import EngineError
+from pot_cli.errors import EngineError, PotError
 from pot_cli.graph.model import compile_model
 
 log = logging.getLogger("pot")
@@ -52,15 +54,22 @@ class StatisticRequest:
 
 
 class Statistics:
-    """Per-sample statistics: ``(output, reduction, channel_axis) -> array (n_samples, ...)``, float64."""
+    """Statistics over the calibration samples: ``(output, reduction, channel_axis) -> array``, float64.
+
+    MIN, MAX and SHAPE hold one row per sample. The per-channel reductions are already folded
+    across samples (min of the minima, max of the maxima, mean of the means) and hold one row:
+    reducing that row again over axis 0 (``.min(axis=0)``, ``.max(axis=0)``, ``.mean(axis=0)``)
+    gives the same values as reducing per-sample rows would.
+    """
 
     def __init__(self, values: dict[tuple[ov.Output, Reduction], np.ndarray], n_samples: int):
         self._values = values
         self.n_samples = n_samples
 
     def get(self, output: ov.Output, reduction: Reduction, channel_axis: int | None = None) -> np.ndarray:
-        """Per-sample values of ``reduction`` on ``output``: shape ``(n_samples,)`` for MIN/MAX,
-        ``(n_samples, C)`` for the per-channel ones, ``(n_samples, rank)`` for SHAPE.
+        """Values of ``reduction`` on ``output``: shape ``(n_samples,)`` for MIN/MAX,
+        ``(n_samples, rank)`` for SHAPE, ``(1, C)`` for the per-channel ones (folded over the
+        samples; see the class docstring).
 
         :raises KeyError: when it was not requested.
         """
@@ -99,8 +108,9 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
 
     :param model: the floating-point model being quantized.
     :param requests: what to collect (duplicates are merged).
-    :param samples: ``(position, {input_name: array})`` pairs, positions ``0..n_samples-1``;
-        arrays are ready to feed (batch 1, model layout, model dtype).
+    :param samples: ``(key, {input_name: array})`` pairs (the key, e.g. a data-source index,
+        is not used: samples are numbered in the order they come); arrays are ready to feed
+        (batch 1, model layout, model dtype).
     :param n_samples: how many samples ``samples`` yields at most.
     :param progress: called with the number of samples finished so far.
     :param requests_number: parallel infer requests (default: the plugin's optimal number).
@@ -125,41 +135,104 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
                     src.remove_target_input(inp)
         del reducers
     nireq = requests_number or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-    per_sample: list[list[np.ndarray] | None] = [None] * n_samples
+    accumulators = [_Accumulator(r.reduction) for r in unique]
+    folder = _InOrderFolder(accumulators)
     errors: list[str] = []
-    lock = threading.Lock()
-    done = [0]
 
     def on_done(request: ov.InferRequest, position: int) -> None:
-        per_sample[position] = [np.array(request.get_output_tensor(k).data, dtype=np.float64)
-                                for k in range(len(unique))]
-        with lock:
-            done[0] += 1
+        try:
+            folder.add(position, [np.array(request.get_output_tensor(k).data, dtype=np.float64)
+                                  for k in range(len(unique))])
+        except Exception as e:  # an exception must not escape into the runtime's thread
+            errors.append(f"{type(e).__name__}: {e}")
 
     queue = ov.AsyncInferQueue(compiled, max(1, int(nireq)))
     queue.set_callback(on_done)
     started = time.perf_counter()
     count = 0
     try:
-        for position, inputs in samples:
+        for _, inputs in samples:
             try:
-                queue.start_async(inputs, userdata=position)
+                queue.start_async(inputs, userdata=count)
             except Exception as e:
                 errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
                 break
             count += 1
             if progress is not None:
-                progress(done[0])
+                progress(folder.done)
         queue.wait_all()
+    except PotError:  # raised by the sample iterator (data errors): already one clear line
+        raise
     except Exception as e:
-        raise EngineError(f"inference failed during statistics collection: {str(e).strip().splitlines()[0]}") from e
+        text = str(e).strip()
+        raise EngineError("inference failed during statistics collection: "
+                          f"{text.splitlines()[0] if text else type(e).__name__}") from e
     if errors:
         raise EngineError(f"inference failed during statistics collection: {errors[0]}")
     if progress is not None:
-        progress(done[0])
-    rows = [r for r in per_sample if r is not None]
-    log.debug("statistics: %d samples in %.2f s", len(rows), time.perf_counter() - started)
-    values: dict = {}
-    for k, req in enumerate(unique):
-        values[(req.output, req.reduction, req.channel_axis)] = np.stack([r[k] for r in rows]) if rows else np.zeros((0,))
-    return Statistics(values, len(rows))
+        progress(folder.done)
+    if count and folder.done != count:
+        raise EngineError(f"statistics collection lost {count - folder.done} of {count} samples")
+    log.debug("statistics: %d samples in %.2f s", folder.done, time.perf_counter() - started)
+    values = {(req.output, req.reduction, req.channel_axis): acc.result()
+              for req, acc in zip(unique, accumulators)}
+    return Statistics(values, folder.done)
+
+
+class _Accumulator:
+    """Folds the per-sample values of one request, in sample order.
+
+    MIN, MAX and SHAPE keep one row per sample (a few numbers each); the per-channel reductions
+    keep only their running min, max or float64 sum, so memory does not grow with the number of
+    samples.
+    """
+
+    def __init__(self, reduction: Reduction):
+        self.reduction = reduction
+        self.rows: list[np.ndarray] = []
+        self.acc: np.ndarray | None = None
+        self.n = 0
+
+    def add(self, value: np.ndarray) -> None:
+        self.n += 1
+        r = self.reduction
+        if r in (Reduction.MIN, Reduction.MAX, Reduction.SHAPE):
+            self.rows.append(value)
+        elif self.acc is None:
+            self.acc = value.copy()
+        elif r == Reduction.MIN_PER_CHANNEL:
+            np.minimum(self.acc, value, out=self.acc)
+        elif r == Reduction.MAX_PER_CHANNEL:
+            np.maximum(self.acc, value, out=self.acc)
+        else:  # MEAN_PER_CHANNEL
+            self.acc += value
+
+    def result(self) -> np.ndarray:
+        if self.reduction in (Reduction.MIN, Reduction.MAX, Reduction.SHAPE):
+            return np.stack(self.rows) if self.rows else np.zeros((0,))
+        if self.acc is None:
+            return np.zeros((0,))
+        value = self.acc / self.n if self.reduction == Reduction.MEAN_PER_CHANNEL else self.acc
+        return value[None]
+
+
+class _InOrderFolder:
+    """Feeds per-sample results to the accumulators in sample order, whatever order the
+    asynchronous requests finish in, so float sums (and the saved model) are the same on every
+    run. At most about one result per infer request waits in the buffer."""
+
+    def __init__(self, accumulators: list[_Accumulator]):
+        self._accumulators = accumulators
+        self._pending: dict[int, list[np.ndarray]] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self.done = 0
+
+    def add(self, position: int, values: list[np.ndarray]) -> None:
+        with self._lock:
+            self._pending[position] = values
+            while self._next in self._pending:
+                for acc, value in zip(self._accumulators, self._pending.pop(self._next)):
+                    acc.add(value)
+                self._next += 1
+                self.done += 1
