@@ -107,6 +107,10 @@ class MinMaxSettings:
     :param transformer_activation_mode: activation mode used for transformers (``asymmetric``,
         NNCF's default preset for them: skewed GELU/LayerNorm outputs waste half of a symmetric
         grid; minilm_l6_v2 output cosine 0.960 -> 0.980 here); None keeps ``activation_mode``.
+    :param compress_embeddings: store large embedding tables (a Gather along axis 0 from a
+        constant float table of at least :data:`EMBEDDING_MIN_ELEMENTS` values) as INT8 rows,
+        one scale per row; Gather has no activation quantizer, so this only shrinks the model
+        (minilm_l6_v2 word embeddings: 11.7M values).
     :param ignored_scope: node friendly names left in floating point.
     :param ignored_types: op types left in floating point.
     """
@@ -123,6 +127,7 @@ class MinMaxSettings:
     saturation_fix: str = "first_layer"
     model_type: str | None = None
     transformer_activation_mode: str | None = "asymmetric"
+    compress_embeddings: bool = True
     ignored_scope: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
 
@@ -170,6 +175,9 @@ class WeightQuantizer:
     codes: np.ndarray | None = None
     dequantized: np.ndarray | None = None
 
+
+#: smallest embedding table (values) stored as INT8 rows
+EMBEDDING_MIN_ELEMENTS = 65536
 
 _CONV_TYPES = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData"})
 _ATTENTION_MARKERS = frozenset({"MVN", "Softmax", "ScaledDotProductAttention"})
@@ -255,7 +263,12 @@ class MinMaxQuantization:
 
         for node in model.get_ordered_ops():
             t = node.get_type_name()
-            if t not in s.activation_op_types or self._ignored(node):
+            if self._ignored(node):
+                continue
+            if t == "Gather" and s.compress_embeddings:
+                self._add_embedding(node)
+                continue
+            if t not in s.activation_op_types:
                 continue
             if t in WEIGHTED_OPS:
                 data, weights = node.input(0), node.input(1)
@@ -283,6 +296,19 @@ class MinMaxQuantization:
             if per_channel[src]:
                 q.channel_axis = 1
         self.activations = list(by_output.values())
+
+    def _add_embedding(self, node: ov.Node) -> None:
+        """A Gather from a large constant float table along axis 0 (an embedding): INT8 rows."""
+        table, axis = node.input(0).get_source_output(), node.input(2).get_source_output()
+        shape = table.get_partial_shape()
+        if not (is_float(table) and shape.is_static and len(shape) == 2 and self.is_constant(table)):
+            return
+        if int(np.prod([d.get_length() for d in shape])) < EMBEDDING_MIN_ELEMENTS:
+            return
+        axis_node = axis.get_node()
+        if axis_node.get_type_name() != "Constant" or int(np.asarray(axis_node.get_data()).reshape(-1)[0]) != 0:
+            return
+        self.weights.append(WeightQuantizer(node, 0, table, (0,)))
 
     def _add_weights(self, node: ov.Node, port: int) -> None:
         src = node.input(port).get_source_output()

@@ -500,3 +500,28 @@ def test_collecting_statistics_leaves_the_model_unchanged():
     assert before == after
     assert all(len(o.output(0).get_target_inputs()) <= 2 for o in model.get_ops()
                if o.get_type_name() == "Parameter")  # no reducer left attached to x
+
+
+def test_large_embedding_table_is_stored_as_int8_rows():
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((300, 256)).astype(np.float32) * (1 + np.arange(300, dtype=np.float32))[:, None]
+    ids = ops.parameter([1, 5], ov.Type.i64, name="ids")
+    emb = ops.gather(ops.constant(table), ids, ops.constant(np.int64(0)))
+    emb.set_friendly_name("embedding")
+    fc = ops.matmul(emb, ops.constant(rng.standard_normal((8, 256)).astype(np.float32)), False, True)
+    fc.set_friendly_name("fc")
+    model = ov.Model([emb, fc], [ids], "embedding")
+    result = quantize(model, samples=[{"ids": np.array([[0, 1, 2, 3, 299]], dtype=np.int64)}])
+    gather = op(model, "embedding")
+    codes, scale, _ = compressed_weights(gather, port=0)
+    assert codes.dtype == np.int8 and codes.shape == (300, 256)
+    assert scale.shape == (300, 1)  # one scale per row
+    np.testing.assert_allclose(scale.reshape(-1), np.abs(table).max(axis=1) / 127, rtol=1e-6)
+    rows = [r for r in result.quantizers if r.name == "embedding/fq_weights_0"]
+    assert len(rows) == 1 and rows[0].channels == 300
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled({"ids": np.array([[5, 6, 7, 8, 9]], dtype=np.int64)})[0]
+    expected = table[[5, 6, 7, 8, 9]][None]
+    assert np.max(np.abs(out - expected) / np.abs(table[[5, 6, 7, 8, 9]]).max(axis=1)[None, :, None]) <= 0.5 / 127 + 1e-6
