@@ -271,11 +271,14 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                                               compress_weights=not options.keep_uncompressed_weights,
                                               progress=options.progress_bar, stream=options.stream_output)
     else:
+        default = algo_cfg.name == "DefaultQuantization"
         algorithm = DefaultQuantization(
             settings,
-            use_fast_bias=params.use_fast_bias and algo_cfg.name == "DefaultQuantization",
+            use_fast_bias=params.use_fast_bias and default,
+            full_bias_correction=default and not params.use_fast_bias,
             bias_threshold=params.threshold,
-            compress_weights=not options.keep_uncompressed_weights)
+            compress_weights=not options.keep_uncompressed_weights,
+            collect=collect)
     requests = algorithm.statistic_requests(model)
 
     t = time.perf_counter()

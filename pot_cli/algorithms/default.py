@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import openvino as ov
 
+from pot_cli.algorithms.bias_correction import BiasCorrection
 from pot_cli.algorithms.fast_bias_correction import BiasCorrectionRecord, FastBiasCorrection
 from pot_cli.algorithms.min_max import MinMaxQuantization, MinMaxSettings
 from pot_cli.graph.insertion import (insert_compressed_weights, insert_fake_quantize, insert_weight_fake_quantize,
@@ -68,16 +69,26 @@ class DefaultQuantization:
 
     :param settings: MinMaxQuantization settings.
     :param use_fast_bias: run FastBiasCorrection (POT's default: on).
-    :param bias_threshold: FastBiasCorrection ``threshold``.
+    :param full_bias_correction: run BiasCorrection instead (POT's ``use_fast_bias: false``); it
+        needs ``collect`` for its second pass, and falls back to FastBiasCorrection without it.
+    :param bias_threshold: the bias corrections' ``threshold``.
     :param compress_weights: store weights as INT8 constants (False keeps float weights behind
         a FakeQuantize, ``--keep-uncompressed-weights``).
+    :param collect: ``collect(model, requests) -> Statistics`` runs a calibration pass; needed by
+        BiasCorrection's second pass on the quantized model.
     """
 
     def __init__(self, settings: MinMaxSettings, use_fast_bias: bool = True, bias_threshold: float = 2.0,
-                 compress_weights: bool = True):
+                 compress_weights: bool = True, full_bias_correction: bool = False, collect=None):
         self.min_max = MinMaxQuantization(settings)
-        self.bias = FastBiasCorrection(bias_threshold) if use_fast_bias else None
+        if full_bias_correction and collect is not None:
+            self.bias = BiasCorrection(bias_threshold)
+        elif use_fast_bias or full_bias_correction:
+            self.bias = FastBiasCorrection(bias_threshold)
+        else:
+            self.bias = None
         self.compress_weights = compress_weights
+        self.collect = collect
 
     def statistic_requests(self, model: ov.Model) -> list[StatisticRequest]:
         """Plan on ``model`` and return every statistic needed (one pass collects them all)."""
@@ -99,7 +110,8 @@ class DefaultQuantization:
         mm = self.min_max
         mm.compute_ranges(stats)
         mm.compute_weights()
-        if self.bias is not None:
+        full_bias = isinstance(self.bias, BiasCorrection)
+        if self.bias is not None and not full_bias:
             self.bias.compute(stats)
             result.bias_corrections = self.bias.apply(replace_constant_input)
         for q in mm.activations:
@@ -124,4 +136,8 @@ class DefaultQuantization:
                 name, "weights", tensor, [f"{w.node.get_friendly_name()}:{w.port}"], w.params.levels,
                 float(np.min(w.params.input_low)), float(np.max(w.params.input_high)), int(w.params.scale.size)))
         model.validate_nodes_and_infer_types()
+        if full_bias:
+            self.bias.compute(self.collect(model, self.bias.followup_requests()))
+            result.bias_corrections = self.bias.apply(replace_constant_input)
+            model.validate_nodes_and_infer_types()
         return result

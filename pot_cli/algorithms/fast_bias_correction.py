@@ -110,12 +110,27 @@ class FastBiasCorrection:
         """
         if not self.layers or stats.n_samples == 0:
             return
+        shifts = self._layer_outputs_on_means(
+            stats, data_of=lambda node: node.input(0).get_source_output(),
+            weights_of=lambda layer: layer.weights.dequantized - layer.weights.value)
+        for layer, shift in zip(self.layers, shifts):
+            layer.shift = shift
+
+    def _layer_outputs_on_means(self, stats: Statistics, data_of, weights_of) -> list[np.ndarray]:
+        """Run every planned layer, with other weights, on a tensor filled with its input's
+        per-channel mean; one model for all layers, compiled once. Also reads the biases.
+
+        :param stats: holds MEAN_PER_CHANNEL (and SHAPE when dynamic) of ``data_of(node)``.
+        :param data_of: node -> the tensor whose statistics describe the layer's input.
+        :param weights_of: layer -> float32 weights to run with, the port's shape.
+        :return: per layer, the per-channel mean of the output, shape ``(C_out,)`` float32.
+        """
         biases = evaluate_constants([l.add.input(l.port).get_source_output() for l in self.layers])
         params, results = [], []
         for layer, bias in zip(self.layers, biases):
             layer.bias = bias.astype(np.float32)
             node = layer.weights.node
-            data = node.input(0).get_source_output()
+            data = data_of(node)
             mean = stats.get(data, Reduction.MEAN_PER_CHANNEL, input_channel_axis(node)).mean(axis=0)
             pshape = data.get_partial_shape()
             if pshape.is_dynamic:
@@ -127,21 +142,19 @@ class FastBiasCorrection:
             view = [1] * len(shape)
             view[axis] = shape[axis]
             et = data.get_element_type()
-            filled = np.broadcast_to(mean.reshape(view), shape).astype(_NUMPY.get(et, np.float32))
+            dtype = _NUMPY.get(et, np.float32)
             param = ops.parameter(shape, et)
-            delta = (layer.weights.dequantized - layer.weights.value).astype(_NUMPY.get(et, np.float32))
-            clone = _same_op(node, param.output(0), ops.constant(delta).output(0))
+            clone = _same_op(node, param.output(0), ops.constant(np.asarray(weights_of(layer), dtype=dtype)).output(0))
             out_rank = clone.get_output_partial_shape(0).rank.get_length()
             out_axis = output_channel_axis(node) % out_rank
             axes = [a for a in range(out_rank) if a != out_axis]
             reduced = ops.reduce_mean(clone, ops.constant(np.array(axes, dtype=np.int64)), keep_dims=False)
-            params.append((param, filled))
+            params.append((param, np.broadcast_to(mean.reshape(view), shape).astype(dtype)))
             results.append(ops.result(reduced))
-        model = ov.Model(results, [p for p, _ in params], "bias_shift")
+        model = ov.Model(results, [p for p, _ in params], "layers_on_means")
         compiled = compile_model(model, {"INFERENCE_PRECISION_HINT": "f32"})
         out = compiled([f for _, f in params])
-        for k, layer in enumerate(self.layers):
-            layer.shift = np.asarray(out[compiled.output(k)], dtype=np.float32)
+        return [np.asarray(out[compiled.output(k)], dtype=np.float32) for k in range(len(self.layers))]
 
     def apply(self, replace_bias) -> list[BiasCorrectionRecord]:
         """Subtract the shifts from the biases where the threshold allows.

@@ -227,8 +227,8 @@ class QuantizationParams:
     ``compression`` section, as POT did, so an algorithm needs nothing else. The
     AccuracyAwareQuantization fields at the end are meaningful only for that algorithm.
 
-    ``threshold`` defaults to 2.0 (FastBiasCorrection) or 1000.0 for ``BiasCorrection`` and for
-    DefaultQuantization/AccuracyAwareQuantization with ``use_fast_bias: false``.
+    ``threshold`` defaults to 2.0 for both bias corrections (POT used 1000.0 for ``BiasCorrection`` and for
+    DefaultQuantization/AccuracyAwareQuantization with ``use_fast_bias: false``).
     The POT preset ``accuracy`` is accepted and read as ``mixed`` (what POT did for ANY/CPU/GPU).
     """
 

@@ -449,6 +449,38 @@ def test_fast_bias_correction_brings_the_mean_output_closer_to_fp32():
     assert err_corrected < 0.5 * err_plain, (err_corrected, err_plain)
 
 
+def test_bias_correction_on_the_quantized_model_brings_the_mean_output_closer_to_fp32():
+    """use_fast_bias: false: the shift is measured on the quantized model in a second pass, so it
+    also covers the activation FakeQuantize (here the input is clipped by the calibrated range)."""
+    calibration = [models.random_inputs(models.conv_bias_relu(), seed=i, low=0.0, high=4.0) for i in range(8)]
+
+    def mean_output(model):
+        compiled = ov.Core().compile_model(model, "CPU", F32)
+        return np.mean([np.array(compiled(s)[0]).mean(axis=(0, 2, 3)) for s in calibration], axis=0)
+
+    reference = mean_output(models.conv_bias_relu(relu=False, seed=3))
+    errors = {}
+    for mode in ("none", "fast", "full"):
+        model = models.conv_bias_relu(relu=False, seed=3)
+        settings = create_min_max_settings(QuantizationParams(), load_hardware_config("ANY"))
+        passes = []
+
+        def collect(target, requests):
+            passes.append(len(requests))
+            return collect_statistics(target, requests, enumerate(calibration), len(calibration))
+
+        algo = DefaultQuantization(settings, use_fast_bias=mode == "fast", full_bias_correction=mode == "full",
+                                   collect=collect)
+        result = algo.apply(model, collect(model, algo.statistic_requests(model)))
+        assert len(passes) == (2 if mode == "full" else 1)
+        if mode == "full":
+            assert [b.applied for b in result.bias_corrections] == [True]
+            assert source(op(model, "bias"), 1).get_friendly_name() == "conv/bias_corrected"
+        errors[mode] = np.abs(mean_output(model) - reference).mean()
+    assert errors["full"] < 0.5 * errors["none"], errors
+    assert errors["full"] <= errors["fast"] * 1.05, errors
+
+
 def test_fast_bias_correction_threshold_skips_tiny_biases():
     model = models.conv_bias_relu(relu=False, seed=3)
     bias = op(model, "bias")

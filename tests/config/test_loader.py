@@ -379,8 +379,10 @@ def test_inline_accuracy_checker_is_read_only(ir):
 
 def test_bias_correction_threshold_default(ir):
     cfg = validate_config(with_params(ir, {}, name="BiasCorrection"), CLI)
-    assert cfg.compression.algorithms[0].params.threshold == 1000.0
+    assert cfg.compression.algorithms[0].params.threshold == 2.0
     cfg = validate_config(with_params(ir, {"use_fast_bias": False}), CLI)
+    assert cfg.compression.algorithms[0].params.threshold == 2.0
+    cfg = validate_config(with_params(ir, {"use_fast_bias": False, "threshold": 1000}), CLI)
     assert cfg.compression.algorithms[0].params.threshold == 1000.0
 
 
