@@ -42,11 +42,14 @@ class _LogFileHandler(logging.FileHandler):
 
     failed = False
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+    def _fail(self, error) -> None:
         if not self.failed:
             self.failed = True
             sys.stderr.write(f"WARNING: {self.baseFilename}: cannot write the log file "
-                             f"({sys.exc_info()[1]}); logging to the console only\n")
+                             f"({getattr(error, 'strerror', None) or error}); logging to the console only\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self._fail(sys.exc_info()[1])
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.failed:
@@ -55,8 +58,8 @@ class _LogFileHandler(logging.FileHandler):
     def flush(self) -> None:
         try:
             super().flush()
-        except OSError:
-            self.failed = True
+        except OSError as e:
+            self._fail(e)
 
     def close(self) -> None:
         try:

@@ -416,7 +416,7 @@ def _collect_files(source: str, source_key: str) -> tuple[list[Path], list[Path]
 
 
 def _walk(root: Path) -> list[Path]:
-    """All non-hidden files under ``root``, sorted by relative path; symlink loops cut."""
+    """All non-hidden regular files under ``root``, sorted by relative path; symlink loops cut."""
     files: list[Path] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -426,7 +426,9 @@ def _walk(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        files.extend(Path(dirpath, f) for f in filenames if not f.startswith("."))
+        # regular files only: reading a FIFO or a device would block or never end
+        files.extend(Path(dirpath, f) for f in filenames
+                     if not f.startswith(".") and os.path.isfile(os.path.join(dirpath, f)))
     return sorted(files, key=lambda f: f.relative_to(root).parts)
 
 

@@ -47,6 +47,7 @@ def load_model(xml_path: Path, bin_path: Path, allow_quantized: bool = False) ->
         if not Path(path).is_file():
             raise ModelError(f"{path}: {what} file not found")
     _check_ir_root(Path(xml_path))
+    _check_weights_size(Path(xml_path), Path(bin_path))
     try:
         model = get_core().read_model(str(xml_path), str(bin_path))
     except Exception as e:  # openvino raises RuntimeError subclasses with multi-line text
@@ -84,6 +85,39 @@ def _check_ir_root(xml_path: Path) -> None:
                          "expected the .xml of an IR") from e
     except OSError as e:
         raise ModelError(f"{xml_path}: cannot read the model file: {e.strerror or e}") from e
+
+
+def weights_bytes_needed(xml_path: Path) -> int:
+    """The end of the last constant the IR reads from its ``.bin`` (``offset + size`` of every
+    ``<data>``); the ``.bin`` that OpenVINO saved with the ``.xml`` has exactly this size.
+
+    :raises ElementTree.ParseError: when the file is not valid XML.
+    """
+    needed = 0
+    for _, element in ElementTree.iterparse(xml_path, events=("end",)):
+        if element.tag != "layer":
+            continue
+        data = element.find("data")
+        if element.get("type") == "Const" and data is not None and "offset" in data.attrib and "size" in data.attrib:
+            needed = max(needed, int(data.attrib["offset"]) + int(data.attrib["size"]))
+        element.clear()
+    return needed
+
+
+def _check_weights_size(xml_path: Path, bin_path: Path) -> None:
+    """Refuse a ``.bin`` that is not the one saved with the ``.xml`` (truncated, or the weights of
+    another model, which would otherwise be read as garbage weights without any error)."""
+    try:
+        needed = weights_bytes_needed(xml_path)
+    except (ElementTree.ParseError, ValueError, OSError):
+        return  # the runtime's reader reports it
+    have = Path(bin_path).stat().st_size
+    if have != needed:
+        problem = "truncated" if have < needed else "larger than the model needs; the weights of another model?"
+        raise ModelError(f"{bin_path}: the weights file does not fit the model {Path(xml_path).name}: {have} bytes, "
+                         f"the model reads {needed} ({problem}); expected the .bin saved with that .xml",
+                         hint=None if have < needed else "an IR with unused bytes in its .bin can be re-saved "
+                                                         "with openvino.save_model")
 
 
 def quantized_layers(model: ov.Model) -> list[str]:
@@ -267,11 +301,10 @@ def _check_saved(folder: Path, model_name: str, extra_files: dict[str, str] | No
     :raises OSError: when a file is missing or shorter than expected (``ENOSPC`` wording).
     """
     xml, bin_ = folder / f"{model_name}.xml", folder / f"{model_name}.bin"
-    needed = 0
-    for _, element in ElementTree.iterparse(xml, events=("end",)):
-        if element.tag == "data" and "offset" in element.attrib and "size" in element.attrib:
-            needed = max(needed, int(element.attrib["offset"]) + int(element.attrib["size"]))
-        element.clear()
+    try:
+        needed = weights_bytes_needed(xml)
+    except ElementTree.ParseError as e:
+        raise OSError(errno.ENOSPC, f"{xml.name} is incomplete ({e}; is the disk full?)") from e
     have = bin_.stat().st_size if bin_.exists() else -1
     if have < needed:
         raise OSError(errno.ENOSPC, f"{bin_.name} is incomplete ({max(have, 0)} of {needed} bytes written; "
