@@ -44,6 +44,17 @@ def _quant_cell(q: dict | None) -> str:
     return _f(q.get("seconds"), 1)
 
 
+MEMORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "memory.md"
+
+
+def with_memory_section(text: str) -> str:
+    """Append the memory measurements (``benchmarks/memory.py`` writes ``docs/memory.md``)."""
+    if not MEMORY_DOC.is_file():
+        return text
+    body = MEMORY_DOC.read_text().split("\n", 1)[-1]  # drop its title line
+    return text.rstrip("\n") + "\n\n## Memory (peak RSS, from `benchmarks/memory.py`)\n" + body
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -308,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=here.parent / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(json.loads(args.results.read_text())))
+    args.out.write_text(with_memory_section(render_markdown(json.loads(args.results.read_text()))))
     print(f"wrote {args.out}")
     return 0
 

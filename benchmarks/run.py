@@ -681,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     import report  # benchmarks/report.py
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report.render_markdown(results))
+    args.out.write_text(report.with_memory_section(report.render_markdown(results)))
     log(f"wrote {args.out} and {args.json} in {results['total_seconds']} s")
     return 0
 

@@ -8,7 +8,9 @@ This is the only place that catches :class:`pot_cli.errors.PotError`.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -21,6 +23,23 @@ log = logging.getLogger("pot")
 
 EXIT_TARGET_NOT_MET = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI timeout, ``kill``): handled like Ctrl-C, so no partial output is left."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _handle_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while ``pot`` runs; returns the previous handler
+    (None when not in the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 TARGET_DEVICES = ("ANY", "CPU", "CPU_SPR", "GPU", "NPU", "VPU", "GNA", "GNA3", "GNA3.5")
 
@@ -201,6 +220,7 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
     saved = (log.level, log.propagate, list(log.handlers))  # restored on return (in-process callers)
     _setup_console_logging(log_level)
+    previous_sigterm = _handle_sigterm()
     try:
         code = _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop,
                     evaluate, target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
@@ -210,15 +230,17 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
             traceback.print_exc()
         log.error(e.format_message())
         code = e.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted; no output written")
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        log.error("%s; no output written", "terminated" if isinstance(e, Terminated) else "interrupted")
+        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     except Exception as e:  # a bug: say so in one line, trace only on request
         if log_level == "DEBUG":
             traceback.print_exc()
         log.error("internal error: %s: %s (rerun with --log-level DEBUG for the traceback)", type(e).__name__, e)
         code = 1
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         for h in list(log.handlers):
             h.flush()
             if isinstance(h, logging.FileHandler):

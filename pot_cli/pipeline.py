@@ -284,8 +284,6 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     t = time.perf_counter()
     stats = collect(model, requests)
     times["statistics_s"] = time.perf_counter() - t
-    if skipped:
-        log.warning("%d sample(s) skipped while reading", len(skipped))
 
     t = time.perf_counter()
     if accuracy_aware:

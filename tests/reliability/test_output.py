@@ -11,6 +11,7 @@ from pathlib import Path
 
 import openvino as ov
 import openvino.opset13 as ops
+import pytest
 
 import models
 from pot_cli.graph import model as graph_model
@@ -140,7 +141,11 @@ def test_direct_dump_replaces_the_old_model_only_when_the_new_one_is_complete(ws
     assert ws.before() == before
 
 
-def test_ctrl_c_during_calibration_exits_130_and_keeps_the_old_output(ws):
+@pytest.mark.parametrize("signum, code, message", [
+    (signal.SIGINT, 130, "interrupted; no output written"),
+    (signal.SIGTERM, 143, "terminated; no output written"),
+])
+def test_ctrl_c_or_sigterm_during_calibration_keeps_the_old_output(ws, signum, code, message):
     assert _quantize(ws, ws.out, "-d").exit_code == 0
     old = snapshot(ws.out / "optimized")
     listing = ws.inputs / "many.txt"
@@ -158,13 +163,13 @@ def test_ctrl_c_during_calibration_exits_130_and_keeps_the_old_output(ws):
         seen.append(line)
         if "Collecting statistics" in line:
             time.sleep(0.3)  # well inside the ~10 s of statistics collection
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             break
         assert time.monotonic() < deadline, "".join(seen)
     out, err = proc.communicate(timeout=60)
     stderr = "".join(seen) + err
-    assert proc.returncode == 130, stderr
-    assert error_line(stderr) == "interrupted; no output written"
+    assert proc.returncode == code, stderr
+    assert error_line(stderr) == message
     assert "Quantized model written" not in stderr and out == ""
     assert snapshot(ws.out / "optimized") == old
     assert sorted(p.name for p in ws.out.iterdir()) == ["log.txt", "optimized"]
