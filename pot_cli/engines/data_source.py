@@ -32,6 +32,7 @@ import openvino as ov
 from pot_cli.engines.image_io import (
     IMAGE_EXTENSIONS,
     IMAGE_EXTENSIONS_TEXT,
+    ImageInput,
     create_image_input,
     layout_text,
     parse_layout,

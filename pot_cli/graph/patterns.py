@@ -2,7 +2,6 @@
 output channels are, which ops have a bias Add after them."""
 from __future__ import annotations
 
-import numpy as np
 import openvino as ov
 
 #: ops with a weight input on port 1 (quantized per output channel) and a data input on port 0
@@ -102,8 +101,3 @@ def find_bias_add(node: ov.Node, constant: callable) -> ov.Node | None:
 def bias_port(add: ov.Node, producer: ov.Node) -> int:
     """Port of ``add`` that holds the bias (the one not fed by ``producer``)."""
     return 1 if add.input(0).get_source_output().get_node().get_instance_id() == producer.get_instance_id() else 0
-
-
-def as_array(values) -> np.ndarray:
-    """``values`` as a float32 numpy array."""
-    return np.asarray(values, dtype=np.float32)

@@ -137,3 +137,24 @@ def op_names(xml: Path, op_type: str) -> list[str]:
     """Friendly names of the ``op_type`` ops of the main graph of a saved IR."""
     model = ov.Core().read_model(str(xml))
     return sorted(o.get_friendly_name() for o in model.get_ops() if o.get_type_name() == op_type)
+
+
+def model_with_loop(seed: int = 0) -> ov.Model:
+    """``x [1,3,8,8] -> conv1 -> relu1 -> Loop(2 iterations: h = relu(h * 0.5)) -> conv2``.
+
+    The Loop body is a separate graph; the main graph holds ``conv1`` and ``conv2``.
+    """
+    rng = models._rng(seed)
+    x = models.param("x", [1, 3, 8, 8], layout="NCHW")
+    y = models._named(ops.relu(models.conv(x, models.conv_weights(rng, 4, 3), "conv1")), "relu1")
+    h = ops.parameter([1, 4, 8, 8], ov.Type.f32, name="h")
+    body_cond = ops.result(ops.constant(np.array(True)))
+    body_h = ops.result(ops.relu(ops.multiply(h, ops.constant(np.float32(0.5)))))
+    loop = ops.loop(ops.constant(np.int64(2)), ops.constant(np.array(True)))
+    loop.set_function(ov.Model([body_cond, body_h], [h], "body"))
+    loop.set_special_body_ports([-1, 0])
+    loop.set_merged_input(h, y.output(0), body_h.output(0))
+    out = loop.get_iter_value(body_h.output(0), -1)
+    models._named(loop, "loop")
+    z = models.conv(out, models.conv_weights(rng, 2, 4), "conv2")
+    return ov.Model([ops.result(z)], [x], "with_loop")

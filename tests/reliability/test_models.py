@@ -11,7 +11,7 @@ import pytest
 
 import models
 from pot_cli.engines.data_source import create_data_source
-from reliability.helpers import assert_failed_cleanly, model_with_if, op_names, pot, snapshot
+from reliability.helpers import assert_failed_cleanly, model_with_if, model_with_loop, op_names, pot, snapshot
 
 
 def _broken_model(ws, kind: str):
@@ -186,6 +186,19 @@ def test_model_with_if_quantizes_its_main_graph(ws):
     branch = next(o for o in model.get_ops() if o.get_type_name() == "If")
     for body in (branch.get_then_body(), branch.get_else_body()):  # bodies stay in floating point
         assert not [o for o in body.get_ops() if o.get_type_name() == "FakeQuantize"]
+    compiled = ov.Core().compile_model(model, "CPU")
+    y = compiled(models.random_inputs(model, low=0, high=255))[0]
+    assert y.shape == (1, 2, 8, 8) and np.isfinite(y).all()
+    assert report["samples"]["used"] == 12
+
+
+def test_model_with_loop_quantizes_its_main_graph(ws):
+    xml, _ = models.save_ir(model_with_loop(), ws.root / "loop", "with_loop")
+    out, report = _run_ok(ws, xml)
+    assert op_names(out, "FakeQuantize") == ["conv1/fq_input_0", "conv2/fq_input_0"]
+    model = ov.Core().read_model(str(out))
+    loop = next(o for o in model.get_ops() if o.get_type_name() == "Loop")
+    assert not [o for o in loop.get_function().get_ops() if o.get_type_name() == "FakeQuantize"]
     compiled = ov.Core().compile_model(model, "CPU")
     y = compiled(models.random_inputs(model, low=0, high=255))[0]
     assert y.shape == (1, 2, 8, 8) and np.isfinite(y).all()
