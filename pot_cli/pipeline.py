@@ -160,6 +160,8 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         transformer_activation_mode=None if (params.activations and params.activations.mode) else "asymmetric",
         ignored_scope=tuple(params.ignored.scope),
         ignored_types=tuple(op.type for op in params.ignored.operations if not op.attributes),
+        ignored_operations=tuple((op.type, tuple(sorted(op.attributes.items())))
+                                 for op in params.ignored.operations if op.attributes),
     )
 
 
@@ -293,6 +295,9 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     else:
         result = algorithm.apply(model, stats)
         times["quantization_s"] = time.perf_counter() - t
+    if not result.quantizers:
+        log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
+                    "the output model stays in floating point")
     log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases",
              sum(1 for q in result.quantizers if q.kind == "activation"),
              sum(1 for q in result.quantizers if q.kind == "weights"),

@@ -113,6 +113,9 @@ class MinMaxSettings:
         (minilm_l6_v2 word embeddings: 11.7M values).
     :param ignored_scope: node friendly names left in floating point.
     :param ignored_types: op types left in floating point.
+    :param ignored_operations: ``(type, ((attribute, value), ...))``: ops of that type whose
+        attributes (``node.get_attributes()``) equal every listed value are left in floating
+        point (POT's ``ignored.operations`` with ``attributes``).
     """
 
     activation_op_types: frozenset[str] = WEIGHTED_OPS
@@ -130,6 +133,7 @@ class MinMaxSettings:
     compress_embeddings: bool = True
     ignored_scope: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
+    ignored_operations: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
 
 @dataclass
@@ -183,6 +187,25 @@ _CONV_TYPES = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackprop
 _ATTENTION_MARKERS = frozenset({"MVN", "Softmax", "ScaledDotProductAttention"})
 
 
+def _attributes_match(node: ov.Node, attributes) -> bool:
+    """Whether every ``(name, value)`` equals the node's attribute (lists compared as lists,
+    strings case-insensitively, as IR attributes are lower-case)."""
+    actual = node.get_attributes()
+    for name, value in attributes:
+        if name not in actual:
+            return False
+        have = actual[name]
+        if isinstance(value, (list, tuple)):
+            if list(have) != list(value):
+                return False
+        elif isinstance(value, str):
+            if str(have).lower() != value.lower():
+                return False
+        elif have != value:
+            return False
+    return True
+
+
 def looks_like_transformer(model: ov.Model) -> bool:
     """True for a model with MatMuls and LayerNorm/attention ops (MVN, Softmax,
     ScaledDotProductAttention) and no convolution: the shape of BERT-like encoders.
@@ -226,7 +249,9 @@ class MinMaxQuantization:
 
     def _ignored(self, node: ov.Node) -> bool:
         return (node.get_friendly_name() in self.settings.ignored_scope
-                or node.get_type_name() in self.settings.ignored_types)
+                or node.get_type_name() in self.settings.ignored_types
+                or any(node.get_type_name() == t and _attributes_match(node, attrs)
+                       for t, attrs in self.settings.ignored_operations))
 
     def plan(self, model: ov.Model) -> None:
         """Decide which tensors and weights get quantizers (fills ``activations``, ``weights``).
