@@ -25,6 +25,7 @@ from pot_cli.engines.accuracy_checker import ACDataset
 from pot_cli.engines.metrics import Metric
 from pot_cli.errors import EngineError, ModelError, PotError
 from pot_cli.graph.model import get_core
+from pot_cli.statistics.collector import wait_for_requests
 
 log = logging.getLogger("pot")
 
@@ -161,17 +162,22 @@ class Evaluator:
                 outputs[index] = value
 
         queue.set_callback(on_done)
+        drained = False
         try:
             for i, sample in self._samples(indices):
                 queue.start_async(sample, userdata=i)
                 if progress is not None:
                     progress(len(outputs))
             queue.wait_all()
+            drained = True
         except PotError:
             raise
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EngineError(f"inference failed during evaluation: {first}") from e
+        finally:
+            if not drained:
+                wait_for_requests(queue)
         if errors:
             raise EngineError(f"inference failed during evaluation: {errors[0]}")
         if progress is not None:

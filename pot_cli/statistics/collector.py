@@ -150,6 +150,7 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     queue.set_callback(on_done)
     started = time.perf_counter()
     count = 0
+    drained = False
     try:
         for _, inputs in samples:
             try:
@@ -161,12 +162,16 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
             if progress is not None:
                 progress(folder.done)
         queue.wait_all()
+        drained = True
     except PotError:  # raised by the sample iterator (data errors): already one clear line
         raise
     except Exception as e:
         text = str(e).strip()
         raise EngineError("inference failed during statistics collection: "
                           f"{text.splitlines()[0] if text else type(e).__name__}") from e
+    finally:
+        if not drained:  # Ctrl-C, SIGTERM or an error: let in-flight requests finish before the
+            wait_for_requests(queue)  # queue is destroyed (else their callbacks can crash the process)
     if errors:
         raise EngineError(f"inference failed during statistics collection: {errors[0]}")
     if progress is not None:
@@ -177,6 +182,17 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     values = {(req.output, req.reduction, req.channel_axis): acc.result()
               for req, acc in zip(unique, accumulators)}
     return Statistics(values, folder.done)
+
+
+def wait_for_requests(queue: ov.AsyncInferQueue) -> None:
+    """Wait for every in-flight request of ``queue``, even while an interrupt is propagating
+    (a second Ctrl-C during the wait is ignored: the wait takes one inference at most)."""
+    while True:
+        try:
+            queue.wait_all()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 class _Accumulator:
