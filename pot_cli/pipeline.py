@@ -138,6 +138,9 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
             spec = getattr(re, side)
             if spec is None:
                 continue
+            if spec.type in ("quantile", "abs_quantile"):
+                raise NotSupportedError(f"{source}.activations.range_estimator.{side}.type: '{spec.type}' is not "
+                                        "supported yet; expected min, max or abs_max")
             if spec.type:
                 kw[f"{side}_type"] = spec.type
             if spec.aggregator:
@@ -256,7 +259,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             if bar is not None:
                 bar.close()
 
-    settings = create_min_max_settings(params, hw)
+    settings = create_min_max_settings(params, hw, source=f"{config.source}: compression.algorithms[0].params")
     if options.allow_quantized:
         done = [n for n in quantized_layers(model) if n not in settings.ignored_scope]
         if done:

@@ -263,6 +263,9 @@ def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str,
     tmp = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is a normal folder
         started = time.perf_counter()
         ov.save_model(model, str(tmp / f"{model_name}.xml"), compress_to_fp16=False)
         if callable(extra_files):

@@ -37,7 +37,7 @@ def build_report(config, options, result, xml: Path, samples_used: int, samples_
         "config": config.raw,
         "input": {"model": str(config.model.model), "weights": str(config.model.weights),
                   "data_source": config.engine.data_source},
-        "output": {"xml": str(xml), "bin": str(xml.with_suffix(".bin")),
+        "output": {"xml": str(xml.resolve()), "bin": str(xml.resolve().with_suffix(".bin")),
                    "weights_compressed": not options.keep_uncompressed_weights},
         "samples": {"used": samples_used, "skipped": samples_skipped},
         "time_s": dict(times),
