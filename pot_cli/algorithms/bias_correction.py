@@ -47,7 +47,7 @@ class BiasCorrection(FastBiasCorrection):
     Same planning and threshold as :class:`FastBiasCorrection`; the shift comes from a second
     pass: call :meth:`followup_requests` on the quantized model, collect, then :meth:`compute`.
 
-    :param threshold: skip a layer when ``max|shift / bias| >= threshold``.
+    :param threshold: each channel's shift is limited to ``threshold * |bias|``.
     """
 
     def __init__(self, threshold: float = 2.0):

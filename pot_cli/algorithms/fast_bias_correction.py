@@ -8,8 +8,9 @@ POT's FastBiasCorrection). The expectation is computed by running the layer itse
 ``W_q - W`` as weights, on a tensor filled with the per-channel mean of its input: one small model
 for all layers, compiled once, so padding, strides, groups and dilations are exact.
 
-A correction is applied only when ``max|shift / bias| < threshold`` (POT's ``threshold``, default
-2.0), guarding against layers whose bias is tiny compared with the shift.
+Each channel's shift is limited to ``threshold * |bias|`` (POT's ``threshold``, default 2.0),
+guarding against channels whose bias is tiny compared with the shift; the original POT skipped
+the whole layer when any channel exceeded it.
 """
 from __future__ import annotations
 
@@ -38,12 +39,14 @@ class BiasCorrectionRecord:
     :param applied: whether the bias was changed.
     :param max_shift: max over channels of ``|shift|`` (output units).
     :param magnitude: ``max|shift / bias|``.
+    :param clipped_channels: channels whose shift was limited to ``threshold * |bias|``.
     """
 
     layer: str
     applied: bool
     max_shift: float
     magnitude: float
+    clipped_channels: int = 0
 
 
 @dataclass
@@ -72,7 +75,7 @@ def _same_op(node: ov.Node, data: ov.Output, weights: ov.Output) -> ov.Node:
 class FastBiasCorrection:
     """Plans and applies bias correction for the weighted layers that have a bias Add.
 
-    :param threshold: skip a layer when ``max|shift / bias| >= threshold``.
+    :param threshold: each channel's shift is limited to ``threshold * |bias|``.
     """
 
     def __init__(self, threshold: float = 2.0):
@@ -173,10 +176,17 @@ class FastBiasCorrection:
                 continue
             eps = np.finfo(np.float32).eps
             magnitude = float(np.max(np.abs(shift / np.where(np.abs(flat) < eps, eps, flat))))
-            applied = magnitude < self.threshold
+            # per channel, the shift is limited to threshold * |bias| (a channel with a ~0 bias
+            # gets no correction) instead of skipping the whole layer as the original POT did:
+            # measured here, mobilenet_v2 logits cosine 0.9888 -> 0.9929, top-1 agreement
+            # 0.893 -> 0.900, mp_face_detection_short classificators cosine 0.9659 -> 0.9677
+            limit = self.threshold * np.abs(flat)
+            clipped = np.clip(shift, -limit, limit)
+            applied = bool(np.any(clipped != 0))
             if applied:
-                new = (flat - shift).reshape(bias.shape)
+                new = (flat - clipped).reshape(bias.shape)
                 replace_bias(layer.add.input(layer.port), new, f"{layer.weights.node.get_friendly_name()}/bias_corrected")
             records.append(BiasCorrectionRecord(layer.weights.node.get_friendly_name(), applied,
-                                                float(np.max(np.abs(shift))), magnitude))
+                                                float(np.max(np.abs(shift))), magnitude,
+                                                int(np.count_nonzero(clipped != shift))))
         return records

@@ -481,18 +481,25 @@ def test_bias_correction_on_the_quantized_model_brings_the_mean_output_closer_to
     assert errors["full"] <= errors["fast"] * 1.05, errors
 
 
-def test_fast_bias_correction_threshold_skips_tiny_biases():
+def test_fast_bias_correction_limits_each_channel_shift_to_threshold_times_bias():
     model = models.conv_bias_relu(relu=False, seed=3)
     bias = op(model, "bias")
     value = const_value(bias, 1)
-    # biases ~1e-6: |shift / bias| far above the default threshold 2.0
+    # biases ~1e-6: |shift / bias| far above the default threshold 2.0 on every channel
     from pot_cli.graph.insertion import replace_constant_input
-    replace_constant_input(bias.input(1), np.sign(value) * 1e-6, "bias/tiny")
+    tiny = (np.sign(value) * 1e-6).astype(np.float32)
+    tiny.reshape(-1)[0] = 10.0  # one channel with a large bias: fully corrected
+    replace_constant_input(bias.input(1), tiny, "bias/tiny")
     result = quantize(model, low=0.0, high=4.0)
     assert len(result.bias_corrections) == 1
     record = result.bias_corrections[0]
-    assert not record.applied and record.magnitude >= 2.0
-    assert source(bias, 1).get_friendly_name() == "bias/tiny"
+    assert record.applied and record.magnitude >= 2.0
+    assert record.clipped_channels == tiny.size - 1
+    new = const_value(bias, 1).reshape(-1)
+    flat = tiny.reshape(-1)
+    # tiny channels move by at most threshold * |bias|; the large one by its full shift
+    assert np.all(np.abs(new[1:] - flat[1:]) <= 2.0 * np.abs(flat[1:]) * (1 + 1e-5))
+    assert new[0] != flat[0]
 
 
 # -- INT8 execution ------------------------------------------------------------------------------
