@@ -158,6 +158,8 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         weight_mode=w_mode, weight_bits=w_bits, weight_per_channel=w_per_channel, ranges=ranges,
         depthwise_per_channel=dw_per_channel and act_bits == 8,
         saturation_fix=params.saturation_fix if hw.target_device in ("ANY", "CPU", "CPU_SPR") else "no",
+        skewed_asymmetric=0.1 if (conv and any(q.mode == "asymmetric" for q in conv.activations)
+                                  and not (params.activations and params.activations.mode)) else 0.0,
         model_type=params.model_type,
         # an explicit activations.mode wins over the transformer default (asymmetric)
         transformer_activation_mode=None if (params.activations and params.activations.mode) else "asymmetric",

@@ -111,6 +111,12 @@ class MinMaxSettings:
         constant float table of at least :data:`EMBEDDING_MIN_ELEMENTS` values) as INT8 rows,
         one scale per row; Gather has no activation quantizer, so this only shrinks the model
         (minilm_l6_v2 word embeddings: 11.7M values).
+    :param skewed_asymmetric: with symmetric activations, a signed tensor whose smaller side is
+        below this fraction of its larger side (``min(-lo, hi) < r * max(-lo, hi)``) gets an
+        asymmetric quantizer instead: a symmetric grid would spend half its levels on values that
+        never occur (beyond POT: measured here, mp_face_detection_short's tensor in [-135, 8] left
+        ~8 levels for its positive side; output cosine 0.977 -> 0.980, ppocrv4_det mask F1
+        0.906 -> 0.928). 0 disables it; only used where the device allows asymmetric activations.
     :param ignored_scope: node friendly names left in floating point.
     :param ignored_types: op types left in floating point.
     :param ignored_operations: ``(type, ((attribute, value), ...))``: ops of that type whose
@@ -131,6 +137,7 @@ class MinMaxSettings:
     model_type: str | None = None
     transformer_activation_mode: str | None = "asymmetric"
     compress_embeddings: bool = True
+    skewed_asymmetric: float = 0.1
     ignored_scope: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
     ignored_operations: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
@@ -444,7 +451,15 @@ class MinMaxQuantization:
             bits = self.settings.activation_bits
             if bits == 8 and self.settings.saturation_fix != "no" and q.output in self._second_operands:
                 bits = 7
-            q.params = compute_activation_params(lo, hi, self.activation_mode, bits)
+            q.params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits)
+
+    def _mode_for(self, lo: float, hi: float) -> str:
+        """The activation mode of one per-tensor quantizer (see ``MinMaxSettings.skewed_asymmetric``)."""
+        ratio = self.settings.skewed_asymmetric
+        if (self.activation_mode == "symmetric" and ratio and lo < 0 < hi
+                and min(-lo, hi) < ratio * max(-lo, hi)):
+            return "asymmetric"
+        return self.activation_mode
 
     def _estimate(self, mins: np.ndarray, maxs: np.ndarray, kind: str, aggregator: str, low: bool) -> float:
         if kind == "min":

@@ -6,6 +6,7 @@ Each test runs the two-phase API as the pipeline does: ``statistic_requests(mode
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -581,3 +582,25 @@ def test_ignored_operations_with_attributes_match_only_those_nodes():
     quantize(model, params=params)
     assert fqs(model) == {}
     assert int8_constants(model) == []
+
+
+def test_strongly_skewed_signed_tensor_gets_an_asymmetric_quantizer_in_the_performance_preset():
+    def run_with(skew):
+        model = models.conv_only(c_in=1)
+        samples = [models.random_inputs(model, seed=i, low=-100.0, high=5.0) for i in range(4)]
+        params = QuantizationParams()
+        settings = dataclasses.replace(create_min_max_settings(params, load_hardware_config("ANY")),
+                                       skewed_asymmetric=skew)
+        algo = DefaultQuantization(settings)
+        requests = algo.statistic_requests(model)
+        algo.apply(model, collect_statistics(model, requests, enumerate(samples), len(samples)))
+        (fq,) = fqs(model).values()
+        return float(const_value(fq, 1)), float(const_value(fq, 2)), samples
+
+    low, high, samples = run_with(0.1)
+    mins = [float(np.min(list(s.values())[0])) for s in samples]
+    maxs = [float(np.max(list(s.values())[0])) for s in samples]
+    # asymmetric: the grid spans [~mean min, ~mean max], within one step of 105/255
+    assert abs(low - np.mean(mins)) < 0.5 and abs(high - np.mean(maxs)) < 0.5
+    low, high, _ = run_with(0.0)  # disabled: symmetric around zero
+    assert high > 90 and abs(low + high * 128 / 127) < 1e-3
