@@ -151,6 +151,9 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
                 kw["clipping_value"] = spec.clipping_value
         ranges = RangeSpec(**kw)
     quantizable = hw.quantizable_types()
+    # the device allows asymmetric activations and the user did not fix the mode explicitly
+    may_switch_to_asymmetric = bool(conv and any(q.mode == "asymmetric" for q in conv.activations)
+                                    and not (params.activations and params.activations.mode))
     return MinMaxSettings(
         activation_op_types=frozenset(t for t in quantizable if t in WEIGHTED_OPS or t in ELTWISE_WITH_TWO_ACTIVATIONS),
         eltwise_op_types=frozenset(t for t in quantizable if t in ELTWISE_WITH_TWO_ACTIVATIONS),
@@ -158,11 +161,10 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         weight_mode=w_mode, weight_bits=w_bits, weight_per_channel=w_per_channel, ranges=ranges,
         depthwise_per_channel=dw_per_channel and act_bits == 8,
         saturation_fix=params.saturation_fix if hw.target_device in ("ANY", "CPU", "CPU_SPR") else "no",
-        skewed_asymmetric=0.1 if (conv and any(q.mode == "asymmetric" for q in conv.activations)
-                                  and not (params.activations and params.activations.mode)) else 0.0,
+        skewed_asymmetric=0.1 if may_switch_to_asymmetric else 0.0,
         model_type=params.model_type,
         # an explicit activations.mode wins over the transformer default (asymmetric)
-        transformer_activation_mode=None if (params.activations and params.activations.mode) else "asymmetric",
+        transformer_activation_mode="asymmetric" if may_switch_to_asymmetric else None,
         ignored_scope=tuple(params.ignored.scope),
         ignored_types=tuple(op.type for op in params.ignored.operations if not op.attributes),
         ignored_operations=tuple((op.type, tuple(sorted(op.attributes.items())))
