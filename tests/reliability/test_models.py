@@ -178,27 +178,19 @@ def test_already_quantized_model_is_refused_unless_allowed(ws):
     assert snapshot(partial.parent, ws.images) == before
 
 
-def test_model_with_if_quantizes_its_main_graph(ws):
-    xml, _ = models.save_ir(model_with_if(), ws.root / "if", "with_if")
+@pytest.mark.parametrize("build, op_type, bodies", [
+    (model_with_if, "If", lambda op: (op.get_then_body(), op.get_else_body())),
+    (model_with_loop, "Loop", lambda op: (op.get_function(),)),
+], ids=["if", "loop"])
+def test_model_with_subgraphs_quantizes_its_main_graph(ws, build, op_type, bodies):
+    model = build()
+    xml, _ = models.save_ir(model, ws.root / op_type, model.get_friendly_name())
     out, report = _run_ok(ws, xml)
     assert op_names(out, "FakeQuantize") == ["conv1/fq_input_0", "conv2/fq_input_0"]
     model = ov.Core().read_model(str(out))
-    branch = next(o for o in model.get_ops() if o.get_type_name() == "If")
-    for body in (branch.get_then_body(), branch.get_else_body()):  # bodies stay in floating point
+    node = next(o for o in model.get_ops() if o.get_type_name() == op_type)
+    for body in bodies(node):  # bodies stay in floating point
         assert not [o for o in body.get_ops() if o.get_type_name() == "FakeQuantize"]
-    compiled = ov.Core().compile_model(model, "CPU")
-    y = compiled(models.random_inputs(model, low=0, high=255))[0]
-    assert y.shape == (1, 2, 8, 8) and np.isfinite(y).all()
-    assert report["samples"]["used"] == 12
-
-
-def test_model_with_loop_quantizes_its_main_graph(ws):
-    xml, _ = models.save_ir(model_with_loop(), ws.root / "loop", "with_loop")
-    out, report = _run_ok(ws, xml)
-    assert op_names(out, "FakeQuantize") == ["conv1/fq_input_0", "conv2/fq_input_0"]
-    model = ov.Core().read_model(str(out))
-    loop = next(o for o in model.get_ops() if o.get_type_name() == "Loop")
-    assert not [o for o in loop.get_function().get_ops() if o.get_type_name() == "FakeQuantize"]
     compiled = ov.Core().compile_model(model, "CPU")
     y = compiled(models.random_inputs(model, low=0, high=255))[0]
     assert y.shape == (1, 2, 8, 8) and np.isfinite(y).all()
