@@ -172,6 +172,40 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
     )
 
 
+def _speed_check_enabled(params, config) -> bool:
+    """``speed_check`` as configured; by default on when the target is this kind of device: CPU or
+    CPU_SPR, measured on the CPU. ``ANY`` asks for a portable model, so there the host CPU does not
+    decide (a layer slow here may pay on a CPU with VNNI, a GPU or an NPU)."""
+    if params.speed_check is not None:
+        return params.speed_check
+    return config.compression.target_device in ("CPU", "CPU_SPR") and config.engine.device == "CPU"
+
+
+def _check_speed(fp_model, model, result, iter_samples, indices, device: str):
+    """Run :func:`pot_cli.algorithms.speed_check.check_layer_speed` on the first calibration sample.
+
+    :return: the model to save, its records, and the report's ``speed_check`` section.
+    """
+    from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
+    from pot_cli.algorithms.speed_check import check_layer_speed
+    from pot_cli.graph.model import is_constant_subgraph
+
+    _, sample = next(iter(iter_samples(indices[:1])))
+    fp_ops = {op.get_friendly_name(): op for op in fp_model.get_ops()}
+    cache: dict = {}
+
+    def revert(target, group: str) -> None:
+        revert_group(target, group, fp_ops, lambda output: is_constant_subgraph(output, cache))
+
+    model, check = check_layer_speed(fp_model, model, group_ops(model, result), sample, revert, device=device)
+    log.info("speed check: %d of %d quantized layer(s) kept in floating point (slower in INT8 on %s); "
+             "runtime node time %.0f us -> %.0f us per inference (FP32 %.0f us)",
+             len(check.reverted), len(check.layers), device, check.int8_us_before, check.int8_us, check.fp32_us)
+    if check.reverted:
+        result = result.without(set(check.reverted))
+    return model, result, check.report()
+
+
 #: element-wise ops quantized when every input is an activation (residual connections)
 ELTWISE_WITH_TWO_ACTIVATIONS = frozenset({"Add"})
 
@@ -271,6 +305,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             settings = dataclasses.replace(settings, ignored_scope=settings.ignored_scope + tuple(done))
     aa_result = None
     evaluation = None
+    speed_report = None
     if accuracy_aware:
         from pot_cli.algorithms.accuracy_aware import AccuracyAwareQuantization
 
@@ -300,8 +335,16 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         model, result = aa_result.model, aa_result.quantization
         times["accuracy_aware_s"] = time.perf_counter() - t
     else:
+        speed_check = _speed_check_enabled(params, config)
+        fp_model = model.clone() if speed_check else None
         result = algorithm.apply(model, stats)
         times["quantization_s"] = time.perf_counter() - t
+        if speed_check and result.quantizers:
+            t = time.perf_counter()
+            model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
+                                                       config.engine.device)
+            times["speed_check_s"] = time.perf_counter() - t
+        del fp_model
     if not result.quantizers:
         log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
                     "the output model stays in floating point")
@@ -334,6 +377,8 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         report["summary"]["reverted_layers"] = list(aa_result.reverted)
     if evaluation is not None:
         report["evaluation"] = evaluation
+    if speed_report is not None:
+        report["speed_check"] = speed_report
     times["report_s"] = time.perf_counter() - t
 
     def report_files(save_seconds: float) -> dict[str, str]:

@@ -105,6 +105,12 @@ def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ..
     return tuple(op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in names)
 
 
+def group_ops(model: ov.Model, result: DefaultQuantizationResult) -> dict[str, ov.Node]:
+    """Friendly name -> op of the ops that read a quantizer, in topological order."""
+    names = set(_groups(model, result))
+    return {op.get_friendly_name(): op for op in model.get_ordered_ops() if op.get_friendly_name() in names}
+
+
 def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
                  is_fp_constant: Callable[[ov.Output], bool]) -> None:
     """Put layer group ``group`` of a quantized ``model`` back in floating point, in place.
@@ -232,11 +238,7 @@ class AccuracyAwareQuantization:
         model = parent.model.clone()
         revert_group(model, group, self._fp_ops, self._fp_constant)
         reverted = parent.reverted | {group}
-        result = DefaultQuantizationResult(
-            [dataclasses.replace(q, consumers=[c for c in q.consumers if c.rsplit(":", 1)[0] not in reverted])
-             for q in parent.result.quantizers
-             if any(c.rsplit(":", 1)[0] not in reverted for c in q.consumers)],
-            [b for b in parent.result.bias_corrections if b.layer not in reverted])
+        result = parent.result.without(reverted)
         variant = Variant(reverted, parent.settings_name, model, result,
                           tuple(g for g in parent.groups if g != group))
         self._variants[key] = variant

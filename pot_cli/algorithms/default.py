@@ -10,6 +10,7 @@ Flow (one statistics pass, then edits):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -58,6 +59,18 @@ class DefaultQuantizationResult:
 
     quantizers: list[QuantizerRecord] = field(default_factory=list)
     bias_corrections: list[BiasCorrectionRecord] = field(default_factory=list)
+
+    def without(self, reverted: set[str] | frozenset[str]) -> "DefaultQuantizationResult":
+        """The records after the layer groups ``reverted`` (friendly names) went back to floating
+        point: their consumer entries and bias corrections are dropped, and so are quantizers
+        left with no consumer."""
+        def kept(consumer: str) -> bool:
+            return consumer.rsplit(":", 1)[0] not in reverted
+
+        return DefaultQuantizationResult(
+            [dataclasses.replace(q, consumers=[c for c in q.consumers if kept(c)])
+             for q in self.quantizers if any(kept(c) for c in q.consumers)],
+            [b for b in self.bias_corrections if b.layer not in reverted])
 
 
 def _tensor_name(output: ov.Output) -> str:

@@ -230,6 +230,9 @@ class QuantizationParams:
     ``threshold`` defaults to 2.0 for both bias corrections (POT used 1000.0 for ``BiasCorrection`` and for
     DefaultQuantization/AccuracyAwareQuantization with ``use_fast_bias: false``).
     The POT preset ``accuracy`` is accepted and read as ``mixed`` (what POT did for ANY/CPU/GPU).
+    ``speed_check`` (our extension, DefaultQuantization and MinMaxQuantization) measures each
+    quantized layer on the calibration device and keeps in floating point those slower in INT8
+    (:mod:`pot_cli.algorithms.speed_check`); ``None`` means on for CPU and CPU_SPR, off for ANY.
     """
 
     preset: Preset = "performance"
@@ -240,6 +243,7 @@ class QuantizationParams:
     use_fast_bias: bool = True
     use_layerwise_tuning: bool = False
     saturation_fix: SaturationFix = "first_layer"
+    speed_check: bool | None = None
     threshold: float = 2.0
     apply_for_all_nodes: bool = False
     ignored: IgnoredScope = field(default_factory=IgnoredScope)

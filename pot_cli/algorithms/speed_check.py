@@ -1,0 +1,286 @@
+"""Keep in floating point the quantized layers that INT8 does not make faster on this CPU.
+
+INT8 does not pay everywhere. On a CPU without VNNI (AVX2 only) a small depthwise convolution
+runs slower in INT8 than in f32 (mp_face_detection_short: 45.6 vs 34.2 us for its first one), a
+FullyConnected on a 128-token sequence runs about 12% slower (minilm_l6_v2), and a layer whose
+neighbours stay in floating point pays for the FakeQuantize and Reorder nodes around it. Which
+layers do not pay depends on the CPU, the shapes and the neighbours, so the decision is measured
+rather than written as fixed rules:
+
+1. compile the FP32 model and the quantized model with ``PERF_COUNT`` (latency hint, the
+   default inference precision: what a deployment runs) and run one calibration sample on both,
+   interleaved in short chunks so that a change of machine load hits both alike;
+2. give every quantized layer group (a weighted op or residual Add reading a FakeQuantize, as in
+   AccuracyAwareQuantization) the time of the runtime nodes that executed it (rt_info
+   ``originalLayersNames``), plus a share of the conversion nodes in front of it (Reorder,
+   Convert, FakeQuantize and fused element-wise ``Subgraph`` nodes, followed downstream to the
+   groups they feed), in both models;
+3. revert to floating point every group whose INT8 time exceeds its FP32 time by more than a
+   margin (:func:`pot_cli.algorithms.accuracy_aware.revert_group`), then measure again, since a
+   revert changes its neighbours' conversions; at most ``max_rounds`` rounds.
+
+This extends the original POT, which had no such step; NNCF has none either (its INT8
+mp_face_detection_short model runs slower than FP32 on this machine).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import openvino as ov
+
+from pot_cli.graph.model import is_constant_subgraph
+from pot_cli.graph.patterns import is_depthwise
+
+log = logging.getLogger("pot")
+
+#: runtime node types that convert data for a layer rather than compute it
+CONVERSION_TYPES = frozenset({"Reorder", "Convert", "FakeQuantize", "Subgraph", "Eltwise"})
+
+
+@dataclass
+class LayerTiming:
+    """One quantized layer group's measurement and the decision taken.
+
+    :param layer: friendly name of the group's op.
+    :param type: its op type.
+    :param fp32_us: microseconds per inference in the FP32 model (its runtime nodes plus its
+        share of conversion nodes).
+    :param int8_us: the same in the quantized model, in the round the decision was taken.
+    :param int8: True when the layer stays quantized.
+    :param round: the round (1-based) that reverted it, or the last round measured.
+    """
+
+    layer: str
+    type: str
+    fp32_us: float
+    int8_us: float
+    int8: bool = True
+    round: int = 1
+
+
+@dataclass
+class SpeedCheckResult:
+    """What the speed check measured and decided.
+
+    :param layers: one row per quantized layer group.
+    :param reverted: the groups kept in floating point, in the order they were reverted.
+    :param fp32_us: sum of the FP32 model's runtime node times (us per inference).
+    :param int8_us: the same for the returned model (after the reverts).
+    :param int8_us_before: the same for the model before any revert.
+    :param rounds: measurement rounds run.
+    :param seconds: wall time of the whole check.
+    """
+
+    layers: list[LayerTiming] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
+    fp32_us: float = 0.0
+    int8_us: float = 0.0
+    int8_us_before: float = 0.0
+    rounds: int = 0
+    seconds: float = 0.0
+
+    def report(self) -> dict:
+        """The ``speed_check`` section of report.json (times in microseconds per inference)."""
+        return {
+            "fp32_us": round(self.fp32_us, 1), "int8_us_before": round(self.int8_us_before, 1),
+            "int8_us": round(self.int8_us, 1), "rounds": self.rounds, "seconds": round(self.seconds, 3),
+            "reverted": list(self.reverted),
+            "layers": [{"layer": t.layer, "type": t.type, "fp32_us": round(t.fp32_us, 2),
+                        "int8_us": round(t.int8_us, 2), "decision": "int8" if t.int8 else "float",
+                        "round": t.round} for t in self.layers],
+        }
+
+
+class _Profiler:
+    """A model compiled with performance counters, and its per-group times.
+
+    :param core: the OpenVINO core.
+    :param model: the model to compile (not modified).
+    :param inputs: one sample, ``{input name: array}``.
+    :param device: OpenVINO device.
+    """
+
+    def __init__(self, core: ov.Core, model: ov.Model, inputs: dict[str, np.ndarray], device: str):
+        self.compiled = core.compile_model(model, device, {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        self.inputs = inputs
+        self.totals: dict[str, float] = defaultdict(float)
+        self.runs = 0
+        self.request.infer(inputs)  # warm-up: first-run allocations are not the layer's cost
+
+    def run(self, n: int) -> float:
+        """Run ``n`` inferences, accumulate node times; return the wall seconds taken."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.request.infer(self.inputs)
+            for info in self.request.profiling_info:
+                self.totals[info.node_name] += info.real_time.total_seconds()
+        self.runs += n
+        return time.perf_counter() - t0
+
+    def total_us(self) -> float:
+        """Sum of node times, microseconds per inference."""
+        return 1e6 * sum(self.totals.values()) / max(self.runs, 1)
+
+    def group_times(self, groups: set[str]) -> dict[str, float]:
+        """Microseconds per inference of each group in ``groups`` (see the module docstring)."""
+        runtime = self.compiled.get_runtime_model()
+        owners: dict[str, list[str]] = {}
+        kind: dict[str, str] = {}
+        consumers: dict[str, list[str]] = {}
+        for op in runtime.get_ops():
+            name = op.get_friendly_name()
+            rt = op.get_rt_info()
+            original = rt["originalLayersNames"].astype(str) if "originalLayersNames" in rt else ""
+            owners[name] = [g for g in original.split(",") if g in groups]
+            kind[name] = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
+            consumers[name] = [t.get_node().get_friendly_name() for out in op.outputs()
+                               for t in out.get_target_inputs()]
+
+        def downstream_groups(start: str) -> set[str]:
+            found, stack, seen = set(), list(consumers.get(start, ())), set()
+            while stack:
+                name = stack.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                if owners.get(name):
+                    found.update(owners[name])
+                elif kind.get(name) in CONVERSION_TYPES:
+                    stack.extend(consumers.get(name, ()))
+            return found
+
+        out: dict[str, float] = defaultdict(float)
+        for name, seconds in self.totals.items():
+            us = 1e6 * seconds / max(self.runs, 1)
+            targets = owners.get(name) or (sorted(downstream_groups(name)) if kind.get(name) in CONVERSION_TYPES else [])
+            for g in targets:
+                out[g] += us / len(targets)
+        return out
+
+
+def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) -> None:
+    """Run both profilers alternately in ``chunks`` slices of about ``seconds`` in total."""
+    probe = max(fp32.run(1), int8.run(1), 1e-4)
+    n = max(3, int(seconds / chunks / 2 / probe))
+    for _ in range(chunks):
+        fp32.run(n)
+        int8.run(n)
+
+
+def layer_category(node: ov.Node) -> str:
+    """The class of a quantized layer group whose INT8 speed is decided together.
+
+    :param node: the group's op.
+    :return: ``depthwise``, ``group_conv``, ``conv_1x1``, ``conv``, ``deconv``, ``fully_connected``
+        (MatMul with constant weights), ``matmul`` (two activations) or ``eltwise``.
+    """
+    t = node.get_type_name()
+    if t == "GroupConvolution":
+        return "depthwise" if is_depthwise(node) else "group_conv"
+    if t == "Convolution":
+        shape = node.get_input_partial_shape(1)
+        spatial = [shape[i] for i in range(2, shape.rank.get_length())] if shape.rank.is_static else []
+        return "conv_1x1" if spatial and all(d.is_static and d.get_length() == 1 for d in spatial) else "conv"
+    if t in ("ConvolutionBackpropData", "GroupConvolutionBackpropData"):
+        return "deconv"
+    if t == "MatMul":
+        return "fully_connected" if any(is_constant_subgraph(i.get_source_output(), {}) for i in node.inputs()) \
+            else "matmul"
+    return "eltwise"
+
+
+def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.Node],
+                      inputs: dict[str, np.ndarray], revert, device: str = "CPU", seconds: float = 0.4,
+                      margin: float = 0.05, min_gain_us: float = 0.5, accept: float = 0.01,
+                      max_trials: int = 4, core: ov.Core | None = None) -> tuple[ov.Model, SpeedCheckResult]:
+    """Revert the quantized layer groups that do not run faster in INT8 than in FP32 on ``device``.
+
+    Per-layer times are not additive: reverting one layer changes the conversions of its
+    neighbours. So the per-layer measurement only proposes candidates, and the whole model
+    decides: layers are grouped by :func:`layer_category`; the categories are tried in the order
+    of their measured INT8 excess (sum over their layers of ``int8_us - fp32_us`` where positive),
+    each trial reverting the category's layers that are slower in INT8 by more than
+    ``fp32_us * margin + min_gain_us``; a trial is kept only when the model's total time drops by
+    more than ``accept`` (fraction), measured interleaved with the current model. When the result
+    is still slower than FP32, every layer is reverted: the output then equals the FP32 model
+    (and a warning says so).
+
+    :param fp_model: the floating-point model (not modified).
+    :param model: the quantized model (not modified; reverts are made on clones).
+    :param groups: friendly name -> op of every quantized layer group of ``model``.
+    :param inputs: one calibration sample, ``{input name: array}`` with the model's input shapes.
+    :param revert: ``revert(model, group)`` puts one group of ``model`` back in floating point in
+        place (:func:`pot_cli.algorithms.accuracy_aware.revert_group` bound to the FP32 model).
+    :param device: OpenVINO device measured (the deployment device).
+    :param seconds: inference time per measurement, both models together.
+    :param margin: relative slack of the per-layer comparison.
+    :param min_gain_us: absolute slack in microseconds, against timer noise on tiny layers.
+    :param accept: relative drop of the total time a trial must bring to be kept.
+    :param max_trials: category trials at most.
+    :param core: an OpenVINO core to reuse.
+    :return: the model to save (``model`` itself when nothing was reverted) and the record.
+    """
+    t0 = time.perf_counter()
+    core = core or ov.Core()
+    result = SpeedCheckResult()
+    names = set(groups)
+    fp32 = _Profiler(core, fp_model, inputs, device)
+    state = _Profiler(core, model, inputs, device)
+    _measure(fp32, state, seconds)
+    result.rounds = 1
+    fp_times, q_times = fp32.group_times(names), state.group_times(names)
+    result.int8_us_before = state.total_us()
+    timings = {g: LayerTiming(g, groups[g].get_type_name(), fp_times.get(g, 0.0), q_times.get(g, 0.0))
+               for g in groups}
+    excess: dict[str, float] = defaultdict(float)
+    candidates: dict[str, list[str]] = defaultdict(list)
+    for g, t in timings.items():
+        category = layer_category(groups[g])
+        if t.int8_us > t.fp32_us * (1.0 + margin) + min_gain_us:
+            excess[category] += t.int8_us - t.fp32_us
+            candidates[category].append(g)
+    current = model
+    for category in sorted(candidates, key=lambda c: -excess[c])[:max_trials]:
+        trial_model = current.clone()
+        for g in candidates[category]:
+            revert(trial_model, g)
+        trial = _Profiler(core, trial_model, inputs, device)
+        state.totals.clear()
+        state.runs = 0
+        _measure(state, trial, seconds)
+        result.rounds += 1
+        kept = trial.total_us() < state.total_us() * (1.0 - accept)
+        log.info("speed check: %s layers (%d) in floating point: %.0f -> %.0f us per inference, %s",
+                 category, len(candidates[category]), state.total_us(), trial.total_us(),
+                 "kept" if kept else "rolled back")
+        if kept:
+            for g in candidates[category]:
+                timings[g].int8, timings[g].round = False, result.rounds
+            result.reverted += candidates[category]
+            current, state = trial_model, trial
+    # never slower than FP32: compare the result with the FP32 model, interleaved
+    fp32.totals.clear()
+    fp32.runs = 0
+    state.totals.clear()
+    state.runs = 0
+    _measure(fp32, state, seconds)
+    result.fp32_us, result.int8_us = fp32.total_us(), state.total_us()
+    if result.int8_us > result.fp32_us:
+        rest = [g for g in groups if timings[g].int8]
+        log.warning("speed check: the quantized model is not faster than FP32 on %s (%.0f vs %.0f us per "
+                    "inference); all %d remaining quantized layer(s) are kept in floating point",
+                    device, result.int8_us, result.fp32_us, len(rest))
+        current = current.clone()
+        for g in rest:
+            revert(current, g)
+            timings[g].int8, timings[g].round = False, result.rounds
+        result.reverted += rest
+        result.int8_us = result.fp32_us
+    result.layers = [timings[g] for g in groups]
+    result.seconds = time.perf_counter() - t0
+    return current, result

@@ -1,0 +1,153 @@
+"""The speed check: per-layer attribution of runtime times, the category trials, the FP32 guard,
+and its wiring (default on for target_device CPU, off for ANY, report rows match the graph).
+
+Decisions depend on timing, so the decision logic is tested with fixed times (the profiler's
+measurement is replaced); the attribution and the CLI wiring run on the real CPU plugin.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import openvino as ov
+import pytest
+
+import models
+from pot_cli.algorithms import speed_check
+from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
+from pot_cli.algorithms.speed_check import _Profiler, check_layer_speed, layer_category
+from pot_cli.graph.model import is_constant_subgraph
+
+from test_placement import fqs, quantize
+
+
+def _setup(build=models.conv_chain):
+    fp = build()
+    q = fp.clone()
+    result = quantize(q)
+    fp_ops = {op.get_friendly_name(): op for op in fp.get_ops()}
+    cache: dict = {}
+
+    def revert(model, group):
+        revert_group(model, group, fp_ops, lambda o: is_constant_subgraph(o, cache))
+
+    return fp, q, result, revert
+
+
+def test_group_times_attribute_runtime_nodes_to_each_quantized_layer():
+    fp, q, result, _ = _setup()
+    groups = group_ops(q, result)
+    assert set(groups) == {"conv1", "conv2"}
+    inputs = models.random_inputs(fp, seed=1)
+    prof = _Profiler(ov.Core(), q, inputs, "CPU")
+    prof.run(20)
+    times = prof.group_times(set(groups))
+    assert set(times) == {"conv1", "conv2"}
+    assert all(t > 0 for t in times.values())
+    # attributed time is a part of the measured total, never more
+    assert sum(times.values()) <= prof.total_us() + 1e-6
+
+
+def test_layer_categories():
+    model = models.depthwise_conv()
+    cats = {op.get_friendly_name(): layer_category(op) for op in model.get_ops()
+            if op.get_type_name() in ("Convolution", "GroupConvolution")}
+    assert set(cats.values()) == {"depthwise"}
+    mm = models.matmul_bias(transpose_b=False)
+    assert {layer_category(op) for op in mm.get_ops() if op.get_type_name() == "MatMul"} == {"fully_connected"}
+    two = models.matmul_two_activations()
+    assert {layer_category(op) for op in two.get_ops() if op.get_type_name() == "MatMul"} == {"matmul"}
+    chain = models.conv_chain()
+    assert {layer_category(op) for op in chain.get_ops() if op.get_type_name() == "Convolution"} == {"conv"}
+
+
+def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
+    """Replace measurement: group times from the dicts (FP32 profiler = the first one created),
+    totals of the later profilers from ``totals`` in creation order."""
+    made: list[_Profiler] = []
+    real_init = _Profiler.__init__
+
+    def init(self, core, model, inputs, device):
+        real_init(self, core, model, inputs, device)
+        self.index = len(made)
+        made.append(self)
+
+    monkeypatch.setattr(_Profiler, "__init__", init)
+    monkeypatch.setattr(speed_check, "_measure", lambda a, b, seconds, chunks=4: None)
+    monkeypatch.setattr(_Profiler, "group_times",
+                        lambda self, names: {g: (fp_us if self.index == 0 else int8_us)[g] for g in names})
+    monkeypatch.setattr(_Profiler, "total_us", lambda self: totals[self.index])
+    return made
+
+
+def test_a_slower_category_is_reverted_when_the_whole_model_gets_faster(monkeypatch):
+    fp, q, result, revert = _setup()
+    inputs = models.random_inputs(fp, seed=1)
+    # conv2 is slower in INT8; the trial without it is faster (totals: fp32, int8, trial)
+    _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0}, [30.0, 25.0, 20.0])
+    out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
+    assert check.reverted == ["conv2"]
+    rows = {t.layer: t for t in check.layers}
+    assert rows["conv1"].int8 and not rows["conv2"].int8
+    assert (rows["conv2"].fp32_us, rows["conv2"].int8_us) == (10.0, 20.0)
+    # conv2 reads float data and float weights again, conv1 keeps its FakeQuantize and INT8 weights
+    conv2 = next(op for op in out.get_ops() if op.get_friendly_name() == "conv2")
+    assert all(i.get_source_output().get_node().get_type_name() != "FakeQuantize" for i in conv2.inputs())
+    assert conv2.input_value(1).get_element_type() == ov.Type.f32
+    assert {c.get_node().get_friendly_name() for f in fqs(out).values() for c in f.output(0).get_target_inputs()} \
+        == {"conv1"}
+    # the input model is not modified
+    assert len(fqs(q)) == 2
+
+
+def test_a_trial_that_does_not_speed_up_the_model_is_rolled_back(monkeypatch):
+    fp, q, result, revert = _setup()
+    inputs = models.random_inputs(fp, seed=1)
+    _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0}, [30.0, 25.0, 26.0])
+    out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
+    assert check.reverted == [] and out is q
+    assert all(t.int8 for t in check.layers)
+
+
+def test_a_model_still_slower_than_fp32_goes_back_to_fp32(monkeypatch):
+    fp, q, result, revert = _setup()
+    inputs = models.random_inputs(fp, seed=1)
+    _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 11.0, "conv2": 9.0}, [20.0, 24.0])
+    out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
+    assert sorted(check.reverted) == ["conv1", "conv2"]
+    assert not fqs(out)
+    x = models.random_inputs(fp, seed=3)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    ref = ov.Core().compile_model(fp, "CPU", f32)(x)[0]
+    got = ov.Core().compile_model(out, "CPU", f32)(x)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def _run_cli(tiny_model_dir, tmp_path, *extra):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pot_cli", "-q", "default", "-m", str(tiny_model_dir / "model" / "tiny.xml"),
+                           "--data-source", str(tiny_model_dir / "images"), "--output-dir", str(out), "-d", *extra],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "optimized" / "report.json").read_text()), out / "optimized" / "tiny.xml"
+
+
+def test_cli_target_cpu_reports_a_decision_per_layer_that_matches_the_saved_model(tiny_model_dir, tmp_path):
+    report, xml = _run_cli(tiny_model_dir, tmp_path, "--target-device", "CPU")
+    check = report["speed_check"]
+    assert [row["layer"] for row in check["layers"]] == ["conv"]
+    row = check["layers"][0]
+    assert row["decision"] in ("int8", "float") and row["fp32_us"] > 0 and row["int8_us"] > 0
+    model = ov.Core().read_model(xml)
+    quantized = {c.get_node().get_friendly_name() for f in fqs(model).values() for c in f.output(0).get_target_inputs()}
+    assert quantized == ({"conv"} if row["decision"] == "int8" else set())
+    assert check["reverted"] == ([] if row["decision"] == "int8" else ["conv"])
+    assert "speed_check_s" in report["time_s"]
+
+
+@pytest.mark.parametrize("extra, expected", [((), False), (("--target-device", "CPU"), True)])
+def test_speed_check_is_on_by_default_only_for_a_cpu_target(tiny_model_dir, tmp_path, extra, expected):
+    report, _ = _run_cli(tiny_model_dir, tmp_path, *extra)
+    assert ("speed_check" in report) is expected
