@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pot_cli import __version__
 from pot_cli.algorithms.default import DefaultQuantization
-from pot_cli.algorithms.min_max import MinMaxSettings, RangeSpec
+from pot_cli.algorithms.min_max import AGNOSTIC_OPS, MinMaxSettings, RangeSpec
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import NotSupportedError, UsageError
@@ -165,6 +165,8 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         model_type=params.model_type,
         # an explicit activations.mode wins over the transformer default (asymmetric)
         transformer_activation_mode="asymmetric" if may_switch_to_asymmetric else None,
+        agnostic_op_types=frozenset(hw.agnostic_types() & AGNOSTIC_OPS),
+        unified_scale_types=frozenset(hw.unified_scale_types() & {"Concat"}),
         ignored_scope=tuple(params.ignored.scope),
         ignored_types=tuple(op.type for op in params.ignored.operations if not op.attributes),
         ignored_operations=tuple((op.type, tuple(sorted(op.attributes.items())))
@@ -202,7 +204,7 @@ def _check_speed(fp_model, model, result, iter_samples, indices, device: str):
              "runtime node time %.0f us -> %.0f us per inference (FP32 %.0f us)",
              len(check.reverted), len(check.layers), device, check.int8_us_before, check.int8_us, check.fp32_us)
     if check.reverted:
-        result = result.without(set(check.reverted))
+        result = result.without(set(check.reverted), model)
     return model, result, check.report()
 
 

@@ -145,14 +145,17 @@ def shared_weights(seed: int = 0) -> ov.Model:
     return _model([y], [x], "shared_weights")
 
 
-def residual_add(seed: int = 0) -> ov.Model:
-    """Two convolution branches of one input added: ``x -> {conv_a, conv_b} -> add -> relu``."""
+def residual_add(seed: int = 0, tail: bool = False) -> ov.Model:
+    """Two convolution branches of one input added: ``x -> {conv_a, conv_b} -> add -> relu -> conv_c``;
+    with ``tail`` the model ends at ``relu`` (the Add is then a post-processing tail)."""
     rng = _rng(seed)
     x = param("x", [1, 4, 8, 8], layout="NCHW")
     a = conv(x, conv_weights(rng, 4, 4), "conv_a")
     b = conv(x, conv_weights(rng, 4, 4), "conv_b")
-    y = _named(ops.add(a, b), "add")
-    return _model([_named(ops.relu(y), "relu")], [x], "residual_add")
+    y = _named(ops.relu(_named(ops.add(a, b), "add")), "relu")
+    if not tail:
+        y = conv(y, conv_weights(rng, 4, 4), "conv_c")
+    return _model([y], [x], "residual_add")
 
 
 def matmul_two_activations(seed: int = 0) -> ov.Model:

@@ -43,7 +43,7 @@ import numpy as np
 import openvino as ov
 
 from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
-from pot_cli.algorithms.min_max import MinMaxSettings
+from pot_cli.algorithms.min_max import AGNOSTIC_OPS, MinMaxSettings
 from pot_cli.config.model import QuantizationParams
 from pot_cli.engines.evaluator import Evaluation, Evaluator
 from pot_cli.engines.metrics import Metric
@@ -99,10 +99,28 @@ def _nmse(y: np.ndarray, ref: np.ndarray) -> float:
     return float(np.sum((y - ref) ** 2) / max(float(np.sum(ref * ref)), 1e-12))
 
 
+def _bypass_fake_quantize(inp: ov.Input) -> None:
+    """Make ``inp`` read float data: bypass the FakeQuantize feeding it, or, when quantization was
+    moved up through agnostic ops (MaxPool, Reshape, Concat...) that only ``inp`` reads, the
+    FakeQuantize ops in front of those ops."""
+    src = inp.get_source_output()
+    node = src.get_node()
+    t = node.get_type_name()
+    if t == "FakeQuantize":
+        inp.replace_source_output(node.input_value(0))
+    elif (t in AGNOSTIC_OPS or t == "Concat") and len(src.get_target_inputs()) == 1 and not any(
+            node.output(k).get_target_inputs() for k in range(node.get_output_size()) if k != src.get_index()):
+        for upstream in (node.inputs() if t == "Concat" else [node.input(0)]):
+            _bypass_fake_quantize(upstream)
+
+
 def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ...]:
-    """Friendly names of the ops that read a quantizer, in topological order."""
+    """Friendly names of the quantized layers, in topological order: the ops that read a
+    quantizer, except agnostic ops and Concat, which only carry INT8 data to a layer."""
     names = {c.rsplit(":", 1)[0] for q in result.quantizers for c in q.consumers}
-    return tuple(op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in names)
+    return tuple(op.get_friendly_name() for op in model.get_ordered_ops()
+                 if op.get_friendly_name() in names and op.get_type_name() not in AGNOSTIC_OPS
+                 and op.get_type_name() != "Concat")
 
 
 def group_ops(model: ov.Model, result: DefaultQuantizationResult) -> dict[str, ov.Node]:
@@ -134,8 +152,8 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
         if is_fp_constant(fp_src):
             if src.get_node().get_friendly_name() != fp_src.get_node().get_friendly_name():
                 inp.replace_source_output(fp_src)
-        elif src.get_node().get_type_name() == "FakeQuantize":
-            inp.replace_source_output(src.get_node().input_value(0))
+        else:
+            _bypass_fake_quantize(inp)
     for target in node.output(0).get_target_inputs():
         add = target.get_node()
         fp_add = fp_ops.get(add.get_friendly_name())
@@ -238,7 +256,7 @@ class AccuracyAwareQuantization:
         model = parent.model.clone()
         revert_group(model, group, self._fp_ops, self._fp_constant)
         reverted = parent.reverted | {group}
-        result = parent.result.without(reverted)
+        result = parent.result.without(reverted, model)
         variant = Variant(reverted, parent.settings_name, model, result,
                           tuple(g for g in parent.groups if g != group))
         self._variants[key] = variant

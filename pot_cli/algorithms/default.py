@@ -60,16 +60,20 @@ class DefaultQuantizationResult:
     quantizers: list[QuantizerRecord] = field(default_factory=list)
     bias_corrections: list[BiasCorrectionRecord] = field(default_factory=list)
 
-    def without(self, reverted: set[str] | frozenset[str]) -> "DefaultQuantizationResult":
+    def without(self, reverted: set[str] | frozenset[str], model: ov.Model | None = None) -> "DefaultQuantizationResult":
         """The records after the layer groups ``reverted`` (friendly names) went back to floating
         point: their consumer entries and bias corrections are dropped, and so are quantizers
-        left with no consumer."""
+        left with no consumer or, given the edited ``model``, activation FakeQuantize ops no
+        longer in it (bypassed in front of an agnostic op)."""
         def kept(consumer: str) -> bool:
             return consumer.rsplit(":", 1)[0] not in reverted
 
+        present = None if model is None else {op.get_friendly_name() for op in model.get_ops()
+                                              if op.get_type_name() == "FakeQuantize"}
         return DefaultQuantizationResult(
             [dataclasses.replace(q, consumers=[c for c in q.consumers if kept(c)])
-             for q in self.quantizers if any(kept(c) for c in q.consumers)],
+             for q in self.quantizers if any(kept(c) for c in q.consumers)
+             and (present is None or q.kind != "activation" or q.name in present)],
             [b for b in self.bias_corrections if b.layer not in reverted])
 
 

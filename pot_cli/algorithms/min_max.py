@@ -25,7 +25,7 @@ from pot_cli.algorithms.fake_quantize import (QuantizerParams, compute_activatio
                                               quantize_to_int, dequantize)
 from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
-from pot_cli.graph.patterns import WEIGHTED_OPS, is_depthwise, is_float, weight_channel_axes
+from pot_cli.graph.patterns import WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float, weight_channel_axes
 from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
 
 log = logging.getLogger("pot")
@@ -53,6 +53,13 @@ AGGREGATORS: dict[str, Callable[[np.ndarray, float], float]] = {
     "median_no_outliers": lambda v, p: float(np.median(_trimmed(v, p, 1.0 - p))),
     "hl_estimator": lambda v, p: _hodges_lehmann(v),
 }
+
+
+#: ops through which a per-tensor FakeQuantize may be moved (data on input 0, other inputs
+#: constant or integer, one output); Pad only when it pads with zero
+AGNOSTIC_OPS = frozenset({"MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "StridedSlice", "Slice", "Pad",
+                          "DepthToSpace", "SpaceToDepth", "ShuffleChannels", "Tile", "Broadcast", "Gather",
+                          "ReduceMax", "Crop", "Flatten"})
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,20 @@ class MinMaxSettings:
     :param ignored_operations: ``(type, ((attribute, value), ...))``: ops of that type whose
         attributes (``node.get_attributes()``) equal every listed value are left in floating
         point (POT's ``ignored.operations`` with ``attributes``).
+    :param agnostic_op_types: ops a per-tensor FakeQuantize moves up through (the hardware
+        config's operations listed without quantization, within :data:`AGNOSTIC_OPS`): a
+        quantizer after ``MaxPool``/``Reshape``/``Pad``... goes before it when every consumer of
+        the tensor is quantized by it, so one FakeQuantize serves several consumers and the op
+        runs on INT8 data. ``FQ(maxpool(x)) == maxpool(FQ(x))`` for any monotonic FQ, and
+        layout ops only move values, so the float result of the quantized model is unchanged;
+        only the statistics are taken on the op's input (POT's and NNCF's quantizer propagation).
+    :param unified_scale_types: ops whose quantized inputs share one range (the hardware
+        config's ``unified_scales``; ``Concat`` on CPU): a quantizer after a ``Concat`` moves to
+        each of its inputs, and those quantizers get the union of their ranges, so the Concat
+        joins INT8 tensors without requantization.
+    :param ignore_se_blocks: leave squeeze-and-excitation blocks in floating point (the original
+        POT's and NNCF's ``se_block`` ignored pattern, :func:`pot_cli.graph.patterns.find_se_blocks`):
+        their convolutions run on 1x1 pooled tensors, where INT8 saves nothing.
     """
 
     activation_op_types: frozenset[str] = WEIGHTED_OPS
@@ -141,6 +162,9 @@ class MinMaxSettings:
     ignored_scope: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
     ignored_operations: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    agnostic_op_types: frozenset[str] = frozenset(AGNOSTIC_OPS)
+    unified_scale_types: frozenset[str] = frozenset({"Concat"})
+    ignore_se_blocks: bool = True
 
 
 @dataclass
@@ -240,6 +264,8 @@ class MinMaxQuantization:
         self._second_operands: set[ov.Output] = set()  # port-1 inputs of activation x activation MatMuls
         self.transformer = False
         self.activation_mode = settings.activation_mode
+        self._pattern_ignored: set[int] = set()  # instance ids of ops inside ignored patterns
+        self.unified: list[list[ActivationQuantizer]] = []  # quantizers that share one range
 
     def is_constant(self, output: ov.Output) -> bool:
         """Whether ``output`` comes from a constant sub-graph (memoised per model)."""
@@ -255,7 +281,8 @@ class MinMaxQuantization:
                 raise ConfigError(f"ignored.scope: no node named '{name}' in the model", hint=hint)
 
     def _ignored(self, node: ov.Node) -> bool:
-        return (node.get_friendly_name() in self.settings.ignored_scope
+        return (node.get_instance_id() in self._pattern_ignored
+                or node.get_friendly_name() in self.settings.ignored_scope
                 or node.get_type_name() in self.settings.ignored_types
                 or any(node.get_type_name() == t and _attributes_match(node, attrs)
                        for t, attrs in self.settings.ignored_operations))
@@ -267,6 +294,10 @@ class MinMaxQuantization:
         :raises ConfigError: when an ignored scope name matches no node.
         """
         self._check_ignored(model)
+        self._pattern_ignored = set()
+        if self.settings.ignore_se_blocks:
+            for block in find_se_blocks(model):
+                self._pattern_ignored.update(op.get_instance_id() for op in block)
         by_output: dict[ov.Output, ActivationQuantizer] = {}
         self.transformer = (self.settings.model_type == "transformer" or
                             (self.settings.model_type is None and looks_like_transformer(model)))
@@ -321,13 +352,122 @@ class MinMaxQuantization:
                     add_activation(data)
             elif t in eltwise:
                 srcs = [i.get_source_output() for i in node.inputs()]
-                if all(is_float(o) and not self.is_constant(o) for o in srcs):
+                if all(is_float(o) and not self.is_constant(o) for o in srcs) and self._feeds_weighted_op(node):
                     for inp in node.inputs():
                         add_activation(inp)
         for src, q in by_output.items():
             if per_channel[src]:
                 q.channel_axis = 1
+        self._propagate(by_output)
         self.activations = list(by_output.values())
+        self.unified = [g for g in self.unified if len(g) > 1]
+
+    def _feeds_weighted_op(self, node: ov.Node) -> bool:
+        """Whether a weighted op is downstream of ``node``: an element-wise op in a
+        post-processing tail (box decoding after the last layer) gains nothing from INT8."""
+        stack, seen = [node], set()
+        while stack:
+            n = stack.pop()
+            if n.get_instance_id() in seen:
+                continue
+            seen.add(n.get_instance_id())
+            for out in n.outputs():
+                for target in out.get_target_inputs():
+                    consumer = target.get_node()
+                    if consumer.get_type_name() in WEIGHTED_OPS and target.get_index() in (0, 1):
+                        return True
+                    stack.append(consumer)
+        return False
+
+    def _commutes(self, node: ov.Node) -> bool:
+        """Whether a per-tensor FakeQuantize may move from the output of ``node`` to its input 0."""
+        t = node.get_type_name()
+        if t not in self.settings.agnostic_op_types or self._ignored(node) or any(
+                node.output(k).get_target_inputs() for k in range(1, node.get_output_size())):
+            return False  # a second output in use (MaxPool-8 indices) would not be quantized
+        for inp in list(node.inputs())[1:]:
+            src = inp.get_source_output()
+            if is_float(src) and not self.is_constant(src):
+                return False
+        if t == "Pad" and node.get_attributes().get("pad_mode", "constant") == "constant" and node.get_input_size() > 3:
+            value = evaluate_constants([node.input(3).get_source_output()])[0]
+            if np.any(np.asarray(value) != 0):
+                return False
+        return True
+
+    def _propagate(self, by_output: dict[ov.Output, ActivationQuantizer]) -> None:
+        """Move per-tensor quantizers up through agnostic ops and onto Concat inputs (see
+        ``MinMaxSettings.agnostic_op_types`` and ``unified_scale_types``). Updates ``by_output``
+        and ``self.unified`` in place."""
+        group: dict[int, list[ActivationQuantizer]] = {}
+
+        def join(members: list[ActivationQuantizer]) -> None:
+            merged: list[ActivationQuantizer] = []
+            for m in members:
+                for x in group.get(id(m), [m]):
+                    if all(x is not y for y in merged):
+                        merged.append(x)
+            for m in merged:
+                group[id(m)] = merged
+
+        def replace(old: ActivationQuantizer, new: ActivationQuantizer) -> None:
+            members = [m for m in group.pop(id(old), []) if m is not old]
+            if members:
+                join(members + [new])
+
+        def all_consumers_quantized(out: ov.Output, q: ActivationQuantizer) -> bool:
+            wanted = {(i.get_node().get_instance_id(), i.get_index()) for i in q.consumers}
+            targets = {(i.get_node().get_instance_id(), i.get_index()) for i in out.get_target_inputs()}
+            return targets == wanted
+
+        def attach(src: ov.Output, inp: ov.Input) -> ActivationQuantizer | None:
+            existing = by_output.get(src)
+            if existing is not None:
+                if existing.channel_axis is not None:
+                    return None
+                existing.consumers.append(inp)
+                return existing
+            q = by_output[src] = ActivationQuantizer(
+                src, [inp], name=f"{inp.get_node().get_friendly_name()}/fq_input_{inp.get_index()}")
+            return q
+
+        work = list(by_output)
+        while work:
+            out = work.pop()
+            q = by_output.get(out)
+            if q is None or q.channel_axis is not None or not all_consumers_quantized(out, q):
+                continue
+            node = out.get_node()
+            if node.get_type_name() in self.settings.unified_scale_types and not self._ignored(node):
+                srcs = [i.get_source_output() for i in node.inputs()]
+                if not srcs or any(not is_float(s) or self.is_constant(s) for s in srcs) or any(
+                        s in by_output and by_output[s].channel_axis is not None for s in srcs):
+                    continue
+                del by_output[out]
+                members = [attach(s, i) for s, i in zip(srcs, node.inputs())]
+                join(members)
+                replace(q, members[0])
+                work.extend(srcs)
+            elif self._commutes(node):
+                src = node.input(0).get_source_output()
+                if not is_float(src) or self.is_constant(src) or (
+                        src in by_output and by_output[src].channel_axis is not None):
+                    continue
+                del by_output[out]
+                if src in by_output:
+                    target = attach(src, node.input(0))
+                    replace(q, target)
+                else:
+                    q.output, q.consumers = src, [node.input(0)]
+                    q.name = f"{node.get_friendly_name()}/fq_input_0"
+                    by_output[src] = q
+                work.append(src)
+        seen: set[int] = set()
+        self.unified = []
+        for members in group.values():
+            if id(members) not in seen:
+                seen.add(id(members))
+                self.unified.append(members)
 
     def _add_embedding(self, node: ov.Node) -> None:
         """A Gather from a large constant float table along axis 0 (an embedding): INT8 rows."""
@@ -452,6 +592,19 @@ class MinMaxQuantization:
             if bits == 8 and self.settings.saturation_fix != "no" and q.output in self._second_operands:
                 bits = 7
             q.params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits)
+        self._unify_ranges()
+
+    def _unify_ranges(self) -> None:
+        """Give every quantizer of a unified group (the inputs of one Concat) the union of the
+        group's ranges, with the narrowest bit width any member needs."""
+        for members in self.unified:
+            lo = min(m.stats[0] for m in members)
+            hi = max(m.stats[1] for m in members)
+            levels = min(m.params.levels for m in members)
+            bits = int(np.log2(levels)) if levels & (levels - 1) == 0 else self.settings.activation_bits
+            params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits)
+            for m in members:
+                m.params = params
 
     def _mode_for(self, lo: float, hi: float) -> str:
         """The activation mode of one per-tensor quantizer (see ``MinMaxSettings.skewed_asymmetric``)."""

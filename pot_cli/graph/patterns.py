@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import openvino as ov
 
+from pot_cli.graph.model import is_constant_subgraph
+
 #: ops with a weight input on port 1 (quantized per output channel) and a data input on port 0
 WEIGHTED_OPS = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData",
                           "GroupConvolutionBackpropData", "MatMul"})
@@ -101,3 +103,49 @@ def find_bias_add(node: ov.Node, constant: callable) -> ov.Node | None:
 def bias_port(add: ov.Node, producer: ov.Node) -> int:
     """Port of ``add`` that holds the bias (the one not fed by ``producer``)."""
     return 1 if add.input(0).get_source_output().get_node().get_instance_id() == producer.get_instance_id() else 0
+
+
+#: ops that pool a feature map to one value per channel (the squeeze of an SE block)
+_SQUEEZE_OPS = frozenset({"ReduceMean", "ReduceMax", "AvgPool", "AdaptiveAvgPool"})
+#: at most this many ops between the squeeze and the excitation Multiply
+_SE_MAX_LENGTH = 12
+
+
+def find_se_blocks(model: ov.Model) -> list[list[ov.Node]]:
+    """Squeeze-and-excitation blocks (Hu et al., 2018, "Squeeze-and-Excitation Networks"):
+    ``x -> pool to 1x1 -> Conv/MatMul -> [bias] -> act -> Conv/MatMul -> [bias] -> gate -> Multiply(x, .)``.
+
+    The path from the Multiply's gate input back to the pooling op must consist of single-data-
+    input ops (other inputs constant, e.g. biases or reshape targets), hold exactly two weighted
+    ops, and the pooling op must read the same tensor as the Multiply's other input. The gate may
+    be any op (Sigmoid, HSigmoid, HardSigmoid, Clamp...). The original POT and NNCF leave these
+    blocks in floating point (their ``se_block`` ignored pattern).
+
+    :param model: the model (not modified).
+    :return: one list per block: the two weighted ops, the ops between them, the gate and the
+        Multiply (the pooling op and ``x`` are not included).
+    """
+    cache: dict = {}
+    blocks = []
+    for mul in model.get_ops():
+        if mul.get_type_name() != "Multiply":
+            continue
+        for gate_port in (0, 1):
+            x = mul.input(1 - gate_port).get_source_output()
+            node = mul.input(gate_port).get_source_output().get_node()
+            path: list[ov.Node] = []
+            found = False
+            while len(path) < _SE_MAX_LENGTH:
+                if node.get_type_name() in _SQUEEZE_OPS and node.input(0).get_source_output() == x:
+                    found = True
+                    break
+                data = [i for i in node.inputs() if not is_constant_subgraph(i.get_source_output(), cache)]
+                if len(data) != 1 or node.get_type_name() in ("Parameter", "Constant"):
+                    break
+                path.append(node)
+                node = data[0].get_source_output().get_node()
+            weighted = [n for n in path if n.get_type_name() in ("Convolution", "MatMul")]
+            if found and len(weighted) == 2:
+                blocks.append(path + [mul])
+                break
+    return blocks

@@ -209,28 +209,39 @@ def test_matmul_weights_per_output_column(transpose_b):
     np.testing.assert_allclose(scale.reshape(-1), np.abs(w).max(axis=1 - n_axis) / 127, rtol=1e-6)
 
 
-def test_concat_branches_share_one_fq_per_tensor():
+def test_concat_inputs_get_unified_quantizers_and_the_branch_input_one_shared_fq():
     model = models.concat_branches()
-    quantize(model)
+    result = quantize(model)
     q = fqs(model)
-    assert len(q) == 2
+    assert len(q) == 3
     by_source = {source(fq, 0).get_friendly_name(): fq for fq in q.values()}
-    assert set(by_source) == {"relu", "concat"}
+    assert set(by_source) == {"relu", "conv_a", "conv_b"}
     shared = by_source["relu"]
     assert consumers(shared) == {("Convolution", "conv_a", 0), ("Convolution", "conv_b", 0)}
     assert shared.get_friendly_name() in {"conv_a/fq_input_0", "conv_b/fq_input_0"}
     assert float(const_value(shared, 1)) == 0.0  # after ReLU: unsigned
-    assert consumers(by_source["concat"]) == {("Convolution", "conv_c", 0)}
-    assert by_source["concat"].get_friendly_name() == "conv_c/fq_input_0"
-    # the Concat itself reads the float convolution outputs
-    assert {source(op(model, "concat"), k).get_type_name() for k in range(2)} == {"Convolution"}
+    # the quantizer after the Concat moved onto its inputs, which share one range (unified scales)
+    a, b = by_source["conv_a"], by_source["conv_b"]
+    assert consumers(a) == {("Concat", "concat", 0)} and consumers(b) == {("Concat", "concat", 1)}
+    assert {a.get_friendly_name(), b.get_friendly_name()} == {"concat/fq_input_0", "concat/fq_input_1"}
+    for port in range(1, 5):
+        np.testing.assert_array_equal(const_value(a, port), const_value(b, port))
+    assert a.get_attributes()["levels"] == b.get_attributes()["levels"] == 256
+    rows = {r.name: r for r in result.quantizers}
+    observed = [rows["concat/fq_input_0"].observed, rows["concat/fq_input_1"].observed]
+    assert observed[0] != observed[1]
+    assert float(const_value(a, 1)) <= min(o[0] for o in observed) + 1e-6
+    assert float(const_value(a, 2)) >= max(o[1] for o in observed) - 1e-6
+    # conv_c reads the Concat of INT8 tensors directly
+    assert source(op(model, "conv_c"), 0).get_friendly_name() == "concat"
 
 
 def test_residual_add_inputs_quantized_and_branch_input_shared():
     model = models.residual_add()
     quantize(model)
     q = fqs(model)
-    assert len(q) == 3
+    assert len(q) == 4
+    assert consumers(q["conv_c/fq_input_0"]) == {("Convolution", "conv_c", 0)}
     x_fq = [fq for fq in q.values() if source(fq, 0).get_type_name() == "Parameter"]
     assert len(x_fq) == 1
     assert consumers(x_fq[0]) == {("Convolution", "conv_a", 0), ("Convolution", "conv_b", 0)}
@@ -238,6 +249,15 @@ def test_residual_add_inputs_quantized_and_branch_input_shared():
     assert consumers(q["add/fq_input_1"]) == {("Add", "add", 1)}
     assert source(q["add/fq_input_0"], 0).get_friendly_name() == "conv_a"
     assert source(q["add/fq_input_1"], 0).get_friendly_name() == "conv_b"
+
+
+def test_an_add_with_no_layer_after_it_stays_in_float():
+    """A post-processing tail (box decoding after the last layer): INT8 would only add conversions."""
+    model = models.residual_add(tail=True)
+    quantize(model)
+    q = fqs(model)
+    assert {name for name in q} == {"conv_a/fq_input_0"}
+    assert {source(op(model, "add"), k).get_type_name() for k in range(2)} == {"Convolution"}
 
 
 def test_shared_weights_are_compressed_once():
@@ -305,7 +325,8 @@ def test_multi_input_model():
     model = models.multi_input()
     quantize(model)
     q = fqs(model)
-    assert set(q) == {"conv1/fq_input_0", "conv2/fq_input_0", "add/fq_input_0", "add/fq_input_1"}
+    # the Add that ends the model is a tail: it stays in float
+    assert set(q) == {"conv1/fq_input_0", "conv2/fq_input_0"}
     assert source(q["conv1/fq_input_0"], 0).get_friendly_name() == "x1"
     assert source(q["conv2/fq_input_0"], 0).get_friendly_name() == "x2"
     assert len(int8_constants(model)) == 2

@@ -1,0 +1,151 @@
+"""Quantizer propagation through agnostic ops, ignored patterns (SE block, swish, tails), and
+reverting a layer whose quantizer was propagated."""
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+import models
+from models import _model, _named, _rng, add_bias, bias_values, conv, conv_weights, param
+from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
+from pot_cli.graph.model import is_constant_subgraph
+from pot_cli.graph.patterns import find_se_blocks
+
+from test_placement import F32, consumers, fqs, op, quantize, run, source
+
+
+def _maxpool(y, name):
+    """MaxPool-8 (two outputs: values and unused indices); returns the values output."""
+    return _named(ops.max_pool(y, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2]), name).output(0)
+
+
+def maxpool_model(extra_output: bool = False, branch: bool = False) -> ov.Model:
+    """``x -> conv1 -> relu1 -> maxpool -> conv2``; ``branch``: relu1 also feeds conv3;
+    ``extra_output``: the MaxPool output is also a model output."""
+    rng = _rng(0)
+    x = param("x", [1, 3, 8, 8], layout="NCHW")
+    r = _named(ops.relu(conv(x, conv_weights(rng, 8, 3), "conv1")), "relu1")
+    p = _maxpool(r, "maxpool")
+    outs = [conv(p, conv_weights(rng, 4, 8), "conv2")]
+    if branch:
+        outs.append(conv(r, conv_weights(rng, 4, 8), "conv3"))
+    if extra_output:
+        outs.append(p)
+    return _model(outs, [x], "maxpool")
+
+
+def test_quantizer_moves_up_through_maxpool_and_maxpool_runs_in_int8():
+    model = maxpool_model()
+    ref_in = models.random_inputs(model, seed=5)
+    q = fqs(model := _quantized(model))
+    assert set(q) == {"conv1/fq_input_0", "maxpool/fq_input_0"}
+    fq = q["maxpool/fq_input_0"]
+    assert source(fq, 0).get_friendly_name() == "relu1"
+    assert consumers(fq) == {("MaxPool", "maxpool", 0)}
+    assert source(op(model, "conv2"), 0).get_friendly_name() == "maxpool"
+    compiled = ov.Core().compile_model(model, "CPU")
+    precision = {o.get_rt_info()["layerType"].astype(str): o.get_rt_info()["runtimePrecision"].astype(str)
+                 for o in compiled.get_runtime_model().get_ops()}
+    assert precision["Pooling"] in ("u8", "i8")
+    assert np.isfinite(run(model, ref_in)).all()
+
+
+def _quantized(model):
+    quantize(model)
+    return model
+
+
+def test_one_quantizer_serves_a_maxpool_branch_and_a_direct_consumer():
+    model = _quantized(maxpool_model(branch=True))
+    q = fqs(model)
+    shared = [fq for fq in q.values() if source(fq, 0).get_friendly_name() == "relu1"]
+    assert len(shared) == 1
+    assert consumers(shared[0]) == {("MaxPool", "maxpool", 0), ("Convolution", "conv3", 0)}
+    assert len(q) == 2
+
+
+def test_no_move_when_a_consumer_of_the_tensor_is_not_quantized():
+    model = _quantized(maxpool_model(extra_output=True))
+    fq = fqs(model)["conv2/fq_input_0"]
+    assert source(fq, 0).get_friendly_name() == "maxpool"
+    # the model output reads the float MaxPool result
+    result = [o for o in model.get_results()
+              if o.input_value(0).get_node().get_friendly_name() == "maxpool"]
+    assert len(result) == 1
+
+
+def pad_model(value: float) -> ov.Model:
+    rng = _rng(1)
+    x = param("x", [1, 3, 8, 8], layout="NCHW")
+    r = _named(ops.relu(conv(x, conv_weights(rng, 4, 3), "conv1")), "relu1")
+    p = _named(ops.pad(r, ops.constant(np.array([0, 0, 1, 1], np.int64)), ops.constant(np.array([0, 0, 1, 1], np.int64)),
+                       "constant", ops.constant(np.float32(value))), "pad")
+    return _model([conv(p, conv_weights(rng, 4, 4), "conv2")], [x], "pad")
+
+
+def test_quantizer_moves_through_a_zero_pad_but_not_a_nonzero_one():
+    zero = fqs(_quantized(pad_model(0.0)))
+    assert source(zero["pad/fq_input_0"], 0).get_friendly_name() == "relu1"
+    other = fqs(_quantized(pad_model(-3.0)))
+    assert source(other["conv2/fq_input_0"], 0).get_friendly_name() == "pad"
+
+
+def se_model(gate: str = "sigmoid") -> ov.Model:
+    """``x -> conv0 -> relu0 -> SE(ReduceMean -> se_conv1 -> bias -> relu -> se_conv2 -> bias -> gate)
+    -> Multiply(relu0, gate) -> conv_out``."""
+    rng = _rng(2)
+    x = param("x", [1, 3, 8, 8], layout="NCHW")
+    r = _named(ops.relu(add_bias(conv(x, conv_weights(rng, 8, 3), "conv0"), bias_values(rng, 8), "bias0")), "relu0")
+    s = _named(ops.reduce_mean(r, ops.constant(np.array([2, 3], np.int64)), keep_dims=True), "squeeze")
+    s = ops.relu(add_bias(conv(s, conv_weights(rng, 2, 8, 1), "se_conv1", pad=0), bias_values(rng, 2), "se_bias1"))
+    s = add_bias(conv(s, conv_weights(rng, 8, 2, 1), "se_conv2", pad=0), bias_values(rng, 8), "se_bias2")
+    s = _named(ops.sigmoid(s) if gate == "sigmoid" else ops.hsigmoid(s), "gate")
+    m = _named(ops.multiply(r, s), "excite")
+    return _model([conv(m, conv_weights(rng, 4, 8), "conv_out")], [x], "se")
+
+
+def test_se_block_is_found_and_stays_in_float():
+    model = se_model()
+    blocks = find_se_blocks(model)
+    assert len(blocks) == 1
+    assert {n.get_friendly_name() for n in blocks[0]} >= {"se_conv1", "se_conv2", "gate", "excite"}
+    quantize(model)
+    q = fqs(model)
+    assert set(q) == {"conv0/fq_input_0", "conv_out/fq_input_0"}
+    assert source(q["conv_out/fq_input_0"], 0).get_friendly_name() == "excite"
+    for name in ("se_conv1", "se_conv2"):
+        conv_op = op(model, name)
+        assert source(conv_op, 0).get_type_name() != "FakeQuantize"
+        assert conv_op.input_value(1).get_node().get_type_name() == "Constant"
+        assert conv_op.input_value(1).get_element_type() == ov.Type.f32
+
+
+def test_swish_multiply_is_not_quantized():
+    rng = _rng(3)
+    x = param("x", [1, 3, 8, 8], layout="NCHW")
+    c = conv(x, conv_weights(rng, 8, 3), "conv0")
+    sw = _named(ops.multiply(c, _named(ops.sigmoid(c), "sigmoid")), "swish")
+    model = _model([conv(sw, conv_weights(rng, 4, 8), "conv1")], [x], "swish")
+    quantize(model)
+    q = fqs(model)
+    assert set(q) == {"conv0/fq_input_0", "conv1/fq_input_0"}
+    assert source(q["conv1/fq_input_0"], 0).get_friendly_name() == "swish"
+    assert {source(op(model, "swish"), k).get_type_name() for k in range(2)} == {"Convolution", "Sigmoid"}
+
+
+def test_reverting_a_layer_bypasses_the_quantizer_moved_in_front_of_its_maxpool():
+    fp = maxpool_model()
+    model = fp.clone()
+    result = quantize(model)
+    groups = group_ops(model, result)
+    assert list(groups) == ["conv1", "conv2"]  # the MaxPool only carries INT8 data
+    fp_ops = {o.get_friendly_name(): o for o in fp.get_ops()}
+    cache: dict = {}
+    revert_group(model, "conv2", fp_ops, lambda o: is_constant_subgraph(o, cache))
+    assert set(fqs(model)) == {"conv1/fq_input_0"}
+    assert source(op(model, "maxpool"), 0).get_friendly_name() == "relu1"
+    remaining = result.without({"conv2"}, model)
+    assert {r.name for r in remaining.quantizers if r.kind == "activation"} == {"conv1/fq_input_0"}
+    x = models.random_inputs(fp, seed=2)
+    assert run(model, x, F32).shape == run(fp, x, F32).shape
