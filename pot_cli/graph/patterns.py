@@ -107,6 +107,11 @@ def bias_port(add: ov.Node, producer: ov.Node) -> int:
 
 #: ops that pool a feature map to one value per channel (the squeeze of an SE block)
 _SQUEEZE_OPS = frozenset({"ReduceMean", "ReduceMax", "AvgPool", "AdaptiveAvgPool"})
+#: the excitation gate and the other ops of the pattern (NNCF's ``SE_BLOCK``: Sigmoid or
+#: HSigmoid gates, ReLU/PReLU/Swish inside; HardSigmoid is not in it, and NNCF quantizes such blocks)
+_SE_GATES = frozenset({"Sigmoid", "HSigmoid"})
+_SE_INNER = frozenset({"Convolution", "MatMul", "Add", "Relu", "PRelu", "Swish", "HSwish", "Reshape", "Squeeze",
+                       "Unsqueeze"})
 #: at most this many ops between the squeeze and the excitation Multiply
 _SE_MAX_LENGTH = 12
 
@@ -117,9 +122,10 @@ def find_se_blocks(model: ov.Model) -> list[list[ov.Node]]:
 
     The path from the Multiply's gate input back to the pooling op must consist of single-data-
     input ops (other inputs constant, e.g. biases or reshape targets), hold exactly two weighted
-    ops, and the pooling op must read the same tensor as the Multiply's other input. The gate may
-    be any op (Sigmoid, HSigmoid, HardSigmoid, Clamp...). The original POT and NNCF leave these
-    blocks in floating point (their ``se_block`` ignored pattern).
+    ops, and the pooling op must read the same tensor as the Multiply's other input. The gate is
+    Sigmoid or HSigmoid, the other ops weighted ops, bias Adds, ReLU/PReLU/Swish/HSwish and
+    reshapes. The original POT and NNCF leave these blocks in floating point (their ``se_block``
+    ignored pattern).
 
     :param model: the model (not modified).
     :return: one list per block: the two weighted ops, the ops between them, the gate and the
@@ -145,7 +151,8 @@ def find_se_blocks(model: ov.Model) -> list[list[ov.Node]]:
                 path.append(node)
                 node = data[0].get_source_output().get_node()
             weighted = [n for n in path if n.get_type_name() in ("Convolution", "MatMul")]
-            if found and len(weighted) == 2:
+            if found and len(weighted) == 2 and path[0].get_type_name() in _SE_GATES and all(
+                    n.get_type_name() in _SE_INNER for n in path[1:]):
                 blocks.append(path + [mul])
                 break
     return blocks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+import pytest
 
 import models
 from models import _model, _named, _rng, add_bias, bias_values, conv, conv_weights, param
@@ -100,13 +101,23 @@ def se_model(gate: str = "sigmoid") -> ov.Model:
     s = _named(ops.reduce_mean(r, ops.constant(np.array([2, 3], np.int64)), keep_dims=True), "squeeze")
     s = ops.relu(add_bias(conv(s, conv_weights(rng, 2, 8, 1), "se_conv1", pad=0), bias_values(rng, 2), "se_bias1"))
     s = add_bias(conv(s, conv_weights(rng, 8, 2, 1), "se_conv2", pad=0), bias_values(rng, 8), "se_bias2")
-    s = _named(ops.sigmoid(s) if gate == "sigmoid" else ops.hsigmoid(s), "gate")
+    s = _named({"sigmoid": ops.sigmoid, "hsigmoid": ops.hsigmoid,
+                "hard_sigmoid": lambda v: ops.hard_sigmoid(v, ops.constant(np.float32(0.2)), ops.constant(np.float32(0.5)))
+                }[gate](s), "gate")
     m = _named(ops.multiply(r, s), "excite")
     return _model([conv(m, conv_weights(rng, 4, 8), "conv_out")], [x], "se")
 
 
-def test_se_block_is_found_and_stays_in_float():
-    model = se_model()
+def test_se_block_with_a_hard_sigmoid_gate_is_quantized_as_nncf_does():
+    model = se_model("hard_sigmoid")
+    assert find_se_blocks(model) == []
+    quantize(model)
+    assert {"se_conv1/fq_input_0", "se_conv2/fq_input_0"} <= set(fqs(model))
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "hsigmoid"])
+def test_se_block_is_found_and_stays_in_float(gate):
+    model = se_model(gate)
     blocks = find_se_blocks(model)
     assert len(blocks) == 1
     assert {n.get_friendly_name() for n in blocks[0]} >= {"se_conv1", "se_conv2", "gate", "excite"}
