@@ -346,6 +346,9 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
                                                        config.engine.device)
             times["speed_check_s"] = time.perf_counter() - t
+        elif not speed_check and config.compression.target_device == "ANY" and params.speed_check is None:
+            log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
+                     "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
         del fp_model
     if not result.quantizers:
         log.warning("no layer was quantized (no quantizable op outside the ignored scope); "

@@ -163,10 +163,15 @@ class _Profiler:
         return out
 
 
+#: inferences per model per measurement at most (enough for stable per-node means on small models)
+MAX_RUNS = 120
+
+
 def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) -> None:
-    """Run both profilers alternately in ``chunks`` slices of about ``seconds`` in total."""
-    probe = max(fp32.run(1), int8.run(1), 1e-4)
-    n = max(3, int(seconds / chunks / 2 / probe))
+    """Run both profilers alternately in ``chunks`` slices of at most ``seconds`` in total and at
+    most :data:`MAX_RUNS` inferences each."""
+    probe = max(fp32.run(1), int8.run(1), 1e-5)
+    n = max(3, min(int(seconds / chunks / 2 / probe), MAX_RUNS // chunks))
     for _ in range(chunks):
         fp32.run(n)
         int8.run(n)
@@ -195,7 +200,7 @@ def layer_category(node: ov.Node) -> str:
 
 
 def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.Node],
-                      inputs: dict[str, np.ndarray], revert, device: str = "CPU", seconds: float = 0.4,
+                      inputs: dict[str, np.ndarray], revert, device: str = "CPU", seconds: float = 0.3,
                       margin: float = 0.05, min_gain_us: float = 0.5, accept: float = 0.01,
                       max_trials: int = 4, core: ov.Core | None = None) -> tuple[ov.Model, SpeedCheckResult]:
     """Revert the quantized layer groups that do not run faster in INT8 than in FP32 on ``device``.
