@@ -411,9 +411,16 @@ class MinMaxQuantization:
                 group[id(m)] = merged
 
         def replace(old: ActivationQuantizer, new: ActivationQuantizer) -> None:
-            members = [m for m in group.pop(id(old), []) if m is not old]
+            members = group.pop(id(old), None)
+            if members is None:
+                return
+            members[:] = [m for m in members if m is not old]  # the list is shared by the group
             if members:
                 join(members + [new])
+
+        def carry(old: ActivationQuantizer, src: ov.Output) -> None:
+            if old.output in self._second_operands:  # a 7-bit MatMul operand stays 7-bit
+                self._second_operands.add(src)
 
         def all_consumers_quantized(out: ov.Output, q: ActivationQuantizer) -> bool:
             wanted = {(i.get_node().get_instance_id(), i.get_index()) for i in q.consumers}
@@ -444,6 +451,8 @@ class MinMaxQuantization:
                         s in by_output and by_output[s].channel_axis is not None for s in srcs):
                     continue
                 del by_output[out]
+                for s in srcs:
+                    carry(q, s)
                 members = [attach(s, i) for s, i in zip(srcs, node.inputs())]
                 join(members)
                 replace(q, members[0])
@@ -454,6 +463,7 @@ class MinMaxQuantization:
                         src in by_output and by_output[src].channel_axis is not None):
                     continue
                 del by_output[out]
+                carry(q, src)
                 if src in by_output:
                     target = attach(src, node.input(0))
                     replace(q, target)
@@ -462,12 +472,13 @@ class MinMaxQuantization:
                     q.name = f"{node.get_friendly_name()}/fq_input_0"
                     by_output[src] = q
                 work.append(src)
+        alive = {id(q) for q in by_output.values()}
         seen: set[int] = set()
         self.unified = []
         for members in group.values():
             if id(members) not in seen:
                 seen.add(id(members))
-                self.unified.append(members)
+                self.unified.append([m for m in members if id(m) in alive])
 
     def _add_embedding(self, node: ov.Node) -> None:
         """A Gather from a large constant float table along axis 0 (an embedding): INT8 rows."""

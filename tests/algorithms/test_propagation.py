@@ -160,3 +160,34 @@ def test_reverting_a_layer_bypasses_the_quantizer_moved_in_front_of_its_maxpool(
     assert {r.name for r in remaining.quantizers if r.kind == "activation"} == {"conv1/fq_input_0"}
     x = models.random_inputs(fp, seed=2)
     assert run(model, x, F32).shape == run(fp, x, F32).shape
+
+
+def test_nested_concats_share_one_range_over_all_their_inputs():
+    rng = _rng(4)
+    x = param("x", [1, 3, 8, 8], layout="NCHW")
+    a, b, c = (conv(x, conv_weights(rng, 2, 3), n) for n in ("conv_a", "conv_b", "conv_c"))
+    inner = _named(ops.concat([a, b], 1), "inner")
+    outer = _named(ops.concat([inner, c], 1), "outer")
+    model = _model([conv(outer, conv_weights(rng, 4, 6), "conv_out")], [x], "nested")
+    quantize(model)
+    q = fqs(model)
+    on_branches = [fq for fq in q.values() if source(fq, 0).get_friendly_name() in ("conv_a", "conv_b", "conv_c")]
+    assert len(on_branches) == 3
+    for port in range(1, 5):
+        values = [np.array(source(fq, port).get_data()) for fq in on_branches]
+        assert all(np.array_equal(values[0], v) for v in values[1:])
+    assert source(op(model, "conv_out"), 0).get_friendly_name() == "outer"
+
+
+def test_second_matmul_operand_keeps_seven_bits_after_moving_through_a_transpose():
+    qx = param("q", [1, 4, 8])
+    kx = param("k", [1, 4, 8])
+    kt = _named(ops.transpose(ops.relu(kx), ops.constant(np.array([0, 2, 1], np.int64))), "k_t")
+    mm = _named(ops.matmul(ops.relu(qx), kt, False, False), "scores")
+    model = _model([mm], [qx, kx], "attention")
+    quantize(model, low=-1.0, high=1.0)
+    q = fqs(model)
+    moved = q["k_t/fq_input_0"]
+    assert source(moved, 0).get_type_name() == "Relu"
+    assert moved.get_attributes()["levels"] == 128
+    assert q["scores/fq_input_0"].get_attributes()["levels"] == 256
