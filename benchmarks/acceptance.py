@@ -23,7 +23,11 @@ Issue B (ours against NNCF, same run):
 * throughput ours >= 0.97 x NNCF;
   (speed ratios are the median of the per-round ratios of the interleaved rounds when recorded);
 * calibration (quantization) time ours <= NNCF;
-* INT8 (ours) throughput >= FP32 and latency <= FP32 (``--tolerance`` relaxes both, e.g. 0.02).
+* INT8 (ours) throughput >= FP32 and latency <= FP32 (``--tolerance`` relaxes both, e.g. 0.02);
+* per-layer INT8 parity: every Convolution/Deconvolution/FullyConnected/MatMul that NNCF's model runs
+  in u8/i8 (runtime precision of the compiled model) runs in u8/i8 in ours too, unless our speed check
+  timed it and kept it in float on purpose (``speed_check`` of our report.json). The runtime
+  Reorder/Convert node counts are shown in the detail, not checked.
 """
 
 from __future__ import annotations
@@ -65,6 +69,29 @@ def _pick_ratio(paired, a, b):
 
 def _status(ok: bool | None) -> str:
     return "N/A" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _parity_check(name: str, r: dict) -> Check:
+    """NNCF-INT8 layers that ours runs in float are fine only when the speed check reverted them."""
+    criterion = "per-layer INT8 parity with NNCF"
+    p = r.get("int8_parity")
+    st = r.get("structure", {})
+    if "int8_parity" not in r:
+        return Check("B", criterion, name, "N/A", "not in this results.json (run before the per-layer comparison)")
+    if not p:
+        nncf_ok = (r.get("quantization", {}).get("nncf") or {}).get("ok")
+        return Check("B", criterion, name, "FAIL" if nncf_ok else "N/A",
+                     "ours' runtime layers not measured" if nncf_ok else "NNCF not measured")
+    nodes = {v: st.get(v, {}).get("runtime_nodes") or {} for v in ("fp32", "ours", "nncf")}
+    conv = "; Reorder/Convert nodes " + ", ".join(
+        f"{v} {n.get('Reorder', '?')}/{n.get('Convert', '?')}" for v, n in nodes.items())
+    gaps = p["nncf_int8_ours_float"]
+    unexplained = [g["layer"] for g in gaps if not g["on_purpose"]]
+    detail = (f"INT8 layers ours {p['ours_int8']} NNCF {p['nncf_int8']}; {len(gaps)} NNCF-INT8 in float in ours, "
+              f"{len(gaps) - len(unexplained)} kept by the speed check")
+    if unexplained:
+        detail += ", not on purpose: " + ", ".join(unexplained[:8]) + (" ..." if len(unexplained) > 8 else "")
+    return Check("B", criterion, name, _status(not unexplained), detail + conv)
 
 
 def evaluate(results: dict, tool: str = "ours", tolerance: float = 0.0) -> list[Check]:
@@ -134,6 +161,7 @@ def evaluate(results: dict, tool: str = "ours", tolerance: float = 0.0) -> list[
         checks.append(Check("B", "INT8 latency <= FP32", name,
                             "FAIL" if l_of is None else _status(l_of <= 1 + tolerance),
                             f"ours {_fmt(lo_, 3)} FP32 {_fmt(lf, 3)} ms, ratio {_fmt(l_of, 3)}"))
+        checks.append(_parity_check(name, r))
     if deltas:
         mean = sum(deltas) / len(deltas)
         checks.append(Check("B", "agreement ours >= NNCF on average", "(all)", _status(mean >= 0),

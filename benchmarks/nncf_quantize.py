@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/nncf_quantize.py MODEL_XML DATA_DIR OUT_XML [--subset 300]
-        [--model-type transformer] [--preset performance|mixed]
+        [--model-type transformer] [--preset performance|mixed] [--target-device ANY|CPU]
 
-Runs ``nncf.quantize(model, nncf.Dataset(samples), subset_size=N)`` with NNCF's defaults
-(MinMax + FastBiasCorrection, target device ANY) and saves with
+Runs ``nncf.quantize(model, nncf.Dataset(samples), subset_size=N, target_device=...)`` with NNCF's
+other defaults (MinMax + FastBiasCorrection) and saves with
 ``ov.save_model(q, OUT_XML, compress_to_fp16=False)``. The benchmark times this script from process
-start to exit; the last stdout line is a JSON object with the phase timings.
+start to exit and passes the same ``--target-device`` as to ``pot``; the default here is NNCF's own,
+ANY. The last stdout line is a JSON object with the phase timings.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset", type=int, default=300, help="subset_size for nncf.quantize")
     ap.add_argument("--model-type", choices=["none", "transformer"], default="none")
     ap.add_argument("--preset", choices=["default", "performance", "mixed"], default="default")
+    ap.add_argument("--target-device", choices=["ANY", "CPU"], default="ANY",
+                    help="nncf.TargetDevice passed as target_device (default ANY, NNCF's default)")
     args = ap.parse_args(argv)
 
     import nncf  # imported here so --help works without nncf
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     timings["load_s"] = time.perf_counter() - t
 
-    kwargs = {"subset_size": args.subset}
+    kwargs = {"subset_size": args.subset, "target_device": nncf.TargetDevice[args.target_device]}
     if args.model_type == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if args.preset != "default":
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["in_process_total_s"] = time.perf_counter() - T0
     print(json.dumps({"nncf_version": nncf.__version__, "samples": len(samples),
                       "subset_size": args.subset, "model_type": args.model_type,
+                      "target_device": args.target_device,
                       "timings": {k: round(v, 3) for k, v in timings.items()}}))
     return 0
 

@@ -55,6 +55,60 @@ def with_memory_section(text: str) -> str:
     return text.rstrip("\n") + "\n\n## Memory (peak RSS, from `benchmarks/memory.py`)\n" + body
 
 
+def _speed_check_cell(q: dict | None) -> str:
+    sc = (q or {}).get("speed_check")
+    if not sc:
+        return "not run"
+    return (f"{sc['layers_timed']} timed, {sc['layers_float']} float; {_f(sc.get('fp32_us'), 1)} → "
+            f"{_f(sc.get('int8_us'), 1)} µs (before reverts {_f(sc.get('int8_us_before'), 1)})")
+
+
+def _parity_section(add, models: dict) -> None:
+    """Per-layer INT8 parity ours vs NNCF, and the Reorder/Convert nodes of each runtime model."""
+    add("## Per-layer INT8 parity with NNCF")
+    add("")
+    add("Each Convolution/Deconvolution/FullyConnected/MatMul of the CPU plugin's runtime model, matched "
+        "between the two INT8 models by the IR op it executes (`rt_info['originalLayersNames']`): the ones "
+        "NNCF runs in u8/i8 and ours runs in float, and how many of those our speed check timed and kept in "
+        "float on purpose (`speed_check` in ours' `report.json`). Reorder/Convert = runtime nodes of that "
+        "type in each compiled model (layout and precision conversions).")
+    add("")
+    hdr = ["model", "INT8 layers ours/NNCF", "NNCF-INT8, float in ours", "of which kept by the speed check",
+           "ours-INT8, float in NNCF", "Reorder FP32/ours/NNCF", "Convert FP32/ours/NNCF", "speed check (ours)"]
+    add("| " + " | ".join(hdr) + " |")
+    add("|" + "---|" * len(hdr))
+    notes = []
+    for name, r in models.items():
+        p = r.get("int8_parity")
+        st = r.get("structure", {})
+        nodes = [st.get(v, {}).get("runtime_nodes") or {} for v in ("fp32",) + TOOLS]
+        row = [f"`{name}`"]
+        if p:
+            row += [f"{p['ours_int8']}/{p['nncf_int8']}", str(p["nncf_int8_ours_float_count"]),
+                    str(p["nncf_int8_ours_float_on_purpose"]), str(p["ours_int8_nncf_float_count"])]
+            for g in p["nncf_int8_ours_float"]:
+                why = ("kept in float by the speed check" if g["on_purpose"]
+                       else f"**not on purpose** (speed check: {g['speed_check']})")
+                timed = (f", FP32 {g['fp32_us']} µs vs INT8 {g['int8_us']} µs"
+                         if g.get("fp32_us") is not None else "")
+                notes.append(f"- `{name}` `{g['layer']}` ({g['type']}, ours runs it in {g['ours_precision']}): "
+                             f"{why}{timed}")
+            if p["ours_int8_nncf_float"]:
+                notes.append(f"- `{name}` INT8 in ours, float in NNCF: "
+                             + ", ".join(f"`{n}`" for n in p["ours_int8_nncf_float"][:12])
+                             + (" ..." if p["ours_int8_nncf_float_count"] > 12 else ""))
+        else:
+            row += ["–"] * 4
+        row += ["/".join(str(n.get(k, "–")) for n in nodes) for k in ("Reorder", "Convert")]
+        row.append(_speed_check_cell(r.get("quantization", {}).get("ours")))
+        add("| " + " | ".join(row) + " |")
+    add("")
+    for line in notes:
+        add(line)
+    if notes:
+        add("")
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -95,6 +149,12 @@ def render_markdown(results: dict) -> str:
         + ", ".join(f"{n} {l[0] if l else '?'}" for n, l in loads)
         + ". Other jobs on the machine slow all variants; interleaving spreads that evenly, but ratios "
           "from a loaded machine are noisier.")
+    td = s.get("target_device")
+    if td:
+        add(f"- Target device of both tools: `{td}` (ours `--target-device {td}`, NNCF "
+            f"`target_device=nncf.TargetDevice.{td}`)"
+            + ("; with CPU ours also times each quantized layer on this CPU and keeps in floating point "
+               "the ones INT8 does not speed up (speed check)" if td == "CPU" else ""))
     add(f"- Command: `{results['command']}` (ours run as `{s.get('ours_command')} -q default ...`)")
     add(f"- Total benchmark time: {results.get('total_seconds')} s; speed: {s['rounds']} interleaved rounds x "
         f"{s['seconds']} s per variant and mode, median of the rounds")
@@ -250,6 +310,9 @@ def render_markdown(results: dict) -> str:
                 add(f"- `{name}` {LABEL[t]}: {x['not_int8_count']} conv/FC layer(s) not in int8: "
                     + ", ".join(f"`{n}`" for n in x["not_int8"][:12]) + (" ..." if x["not_int8_count"] > 12 else ""))
     add("")
+
+    if len(tools) == 2:
+        _parity_section(add, models)
 
     # ----------------------------------------------------------------- speed
     add("## Speed")

@@ -4,13 +4,16 @@ Usage::
 
     python benchmarks/run.py [--models mobilenet_v2,fmnist_cnn,...] [--subset 300]
         [--no-ours] [--no-nncf] [--out docs/benchmarks.md] [--json benchmarks/results.json]
-        [--work /tmp/potbench] [--rounds 5] [--seconds 1.2] [--reuse]
+        [--work /tmp/potbench] [--rounds 5] [--seconds 1.2] [--reuse] [--target-device CPU|ANY]
 
-Per model, in one run: quantize with both tools (each timed as a subprocess, start to exit),
-measure agreement with the FP32 reference (compiled with INFERENCE_PRECISION_HINT=f32) on inputs
-other than the calibration ones, count the Convolution/FullyConnected layers the CPU plugin runs
-in u8/i8, and measure latency and throughput of FP32 (default compile), ours and NNCF interleaved
-(A, B, C, A, B, C, ...; median of the rounds). See benchmarks/README.md for the columns.
+Per model, in one run: quantize with both tools for the same target device (each timed as a
+subprocess, start to exit), measure agreement with the FP32 reference (compiled with
+INFERENCE_PRECISION_HINT=f32) on inputs other than the calibration ones, count the
+Convolution/FullyConnected layers the CPU plugin runs in u8/i8, compare per layer which weighted
+layers each INT8 model runs in u8/i8 (and whether our speed check kept the difference in float on
+purpose), count the runtime Reorder/Convert nodes, and measure latency and throughput of FP32
+(default compile), ours and NNCF interleaved (A, B, C, A, B, C, ...; median of the rounds).
+See benchmarks/README.md for the columns.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ MODELS: dict[str, dict] = {
 }
 VARIANTS = ("fp32", "ours", "nncf")
 WEIGHTED_LAYER_TYPES = ("Convolution", "Deconvolution", "FullyConnected")
+#: runtime layer types compared one by one between ours and NNCF (MatMul: activation x activation)
+PARITY_LAYER_TYPES = WEIGHTED_LAYER_TYPES + ("MatMul",)
+#: IR op types those runtime layers come from; their names identify a layer across the two INT8 models
+IR_WEIGHTED_OP_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData",
+                        "GroupConvolutionBackpropData", "MatMul")
+#: runtime nodes that only convert data (layout or precision), counted per variant
+CONVERSION_LAYER_TYPES = ("Reorder", "Convert")
+TARGET_DEVICES = ("CPU", "ANY")
 INT8_PRECISIONS = ("u8", "i8")
 F32_REF_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
@@ -94,34 +105,58 @@ def ours_base_command() -> list[str]:
     return [sys.executable, "-m", "pot_cli"]
 
 
-def quantize_ours(name: str, model_xml: Path, data_dir: Path, work: Path, reuse: bool) -> dict:
+def read_speed_check(xml: Path) -> dict | None:
+    """The ``speed_check`` section of our ``report.json`` beside ``xml`` (None: not run or no report)."""
+    try:
+        return json.loads((xml.parent / "report.json").read_text()).get("speed_check")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _speed_check_summary(sc: dict | None) -> dict | None:
+    """The speed check's totals and reverts, without the per-layer rows (those stay in report.json)."""
+    if sc is None:
+        return None
+    rows = sc.get("layers", [])
+    return {"layers_timed": len(rows), "layers_float": sum(r.get("decision") == "float" for r in rows),
+            "reverted": sc.get("reverted", []), **{k: sc.get(k) for k in ("fp32_us", "int8_us_before",
+                                                                         "int8_us", "rounds", "seconds")}}
+
+
+def quantize_ours(name: str, model_xml: Path, data_dir: Path, work: Path, target_device: str,
+                  reuse: bool) -> dict:
     out_dir = work / "ours" / name
     xml = out_dir / "optimized" / f"{name}.xml"
     if reuse and xml.exists():
-        return {"ok": True, "reused": True, "xml": str(xml), "seconds": None}
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    cmd = ours_base_command() + ["-q", "default", "-m", str(model_xml), "-w", str(model_xml.with_suffix(".bin")),
-                                 "--data-source", str(data_dir), "--output-dir", str(out_dir), "-d"]
-    res = run_timed(cmd, REPO, work / "logs" / f"ours_{name}.log")
-    res["xml"] = str(xml)
-    res["ok"] = res["exit_code"] == 0 and xml.exists() and xml.with_suffix(".bin").exists()
-    if res["exit_code"] == 0 and not res["ok"]:
-        res["error"] = f"exit 0 but {xml} (or its .bin) was not written"
-    elif res["exit_code"] != 0:
-        res["error"] = f"exit code {res['exit_code']}"
+        res = {"ok": True, "reused": True, "xml": str(xml), "seconds": None}
+    else:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        cmd = ours_base_command() + ["-q", "default", "-m", str(model_xml), "-w", str(model_xml.with_suffix(".bin")),
+                                     "--data-source", str(data_dir), "--output-dir", str(out_dir), "-d",
+                                     "--target-device", target_device]
+        res = run_timed(cmd, REPO, work / "logs" / f"ours_{name}.log")
+        res["xml"] = str(xml)
+        res["ok"] = res["exit_code"] == 0 and xml.exists() and xml.with_suffix(".bin").exists()
+        if res["exit_code"] == 0 and not res["ok"]:
+            res["error"] = f"exit 0 but {xml} (or its .bin) was not written"
+        elif res["exit_code"] != 0:
+            res["error"] = f"exit code {res['exit_code']}"
+    if res["ok"]:
+        res["report_json"] = str(xml.parent / "report.json")
+        res["speed_check"] = _speed_check_summary(read_speed_check(xml))
     return res
 
 
 def quantize_nncf(name: str, model_xml: Path, data_dir: Path, work: Path, subset: int,
-                  model_type: str | None, reuse: bool) -> dict:
+                  model_type: str | None, target_device: str, reuse: bool) -> dict:
     xml = work / "nncf" / name / f"{name}.xml"
     if reuse and xml.exists():
         return {"ok": True, "reused": True, "xml": str(xml), "seconds": None}
     if xml.parent.exists():
         shutil.rmtree(xml.parent)
     cmd = [sys.executable, str(HERE / "nncf_quantize.py"), str(model_xml), str(data_dir), str(xml),
-           "--subset", str(subset)]
+           "--subset", str(subset), "--target-device", target_device]
     if model_type:
         cmd += ["--model-type", model_type]
     res = run_timed(cmd, REPO, work / "logs" / f"nncf_{name}.log")
@@ -404,11 +439,46 @@ def ir_structure(core, xml: Path) -> dict:
             "bin_bytes": xml.with_suffix(".bin").stat().st_size}
 
 
-def runtime_structure(core, xml: Path) -> dict:
-    """Per weighted layer type: how many the CPU plugin runs in u8/i8 (from the runtime model)."""
+def ir_weighted_names(core, xml: Path) -> set[str]:
+    """Friendly names of the convolutions and MatMuls of an IR (the keys of the per-layer comparison)."""
+    return {op.get_friendly_name() for op in core.read_model(str(xml)).get_ops()
+            if op.get_type_name() in IR_WEIGHTED_OP_TYPES}
+
+
+def _original_names(rt) -> list[str]:
+    """``rt_info['originalLayersNames']`` of a runtime node: the IR ops it executes."""
+    if "originalLayersNames" not in rt:
+        return []
+    return [n for n in rt["originalLayersNames"].astype(str).split(",") if n]
+
+
+def _ir_layer(names: list[str], weighted_names: set[str]) -> str | None:
+    """The first of ``names`` that is an IR convolution/MatMul, also after dropping a ``/suffix``
+    the CPU plugin's transformations append (``.../MatMul/DequantizationMultiply``)."""
+    for n in names:
+        if n in weighted_names:
+            return n
+    for n in names:
+        if n.rpartition("/")[0] in weighted_names:
+            return n.rpartition("/")[0]
+    return None
+
+
+def runtime_structure(core, xml: Path, weighted_names: set[str]) -> dict:
+    """What the CPU plugin runs, from the runtime model of a default compile.
+
+    Per weighted layer type how many run in u8/i8; the Reorder/Convert node counts; and under
+    ``layers`` (used for the per-layer comparison, not saved) one entry per weighted runtime layer,
+    keyed by the IR convolution/MatMul it executes (its own name or one of its
+    ``originalLayersNames`` found among ``weighted_names``, see :func:`_ir_layer`, so the key is the
+    same in both INT8 models even when the runtime node's name differs; the runtime name when none
+    matches).
+    """
     compiled = core.compile_model(str(xml), "CPU")
     rm = compiled.get_runtime_model()
     counts: dict[str, dict[str, int]] = {}
+    conversions = dict.fromkeys(CONVERSION_LAYER_TYPES, 0)
+    layers: dict[str, dict] = {}
     not_int8 = []
     for op in rm.get_ops():
         rt = op.get_rt_info()
@@ -416,37 +486,97 @@ def runtime_structure(core, xml: Path) -> dict:
             continue
         lt = rt["layerType"].astype(str)
         pr = rt["runtimePrecision"].astype(str).lower() if "runtimePrecision" in rt else "?"
-        if lt not in WEIGHTED_LAYER_TYPES + ("MatMul",):
+        if lt in conversions:
+            conversions[lt] += 1
+        if lt not in PARITY_LAYER_TYPES:
             continue
+        name = op.get_friendly_name()
+        original = _original_names(rt)
+        key = _ir_layer([name] + original, weighted_names) or name
+        layers.setdefault(key, {"runtime_name": name, "type": lt, "precision": pr,
+                                "int8": pr in INT8_PRECISIONS, "original": original})
         c = counts.setdefault(lt, {"total": 0, "int8": 0})
         c["total"] += 1
         if pr in INT8_PRECISIONS:
             c["int8"] += 1
         elif lt in WEIGHTED_LAYER_TYPES:
-            not_int8.append(f"{op.get_friendly_name()} ({lt}, {pr})")
+            not_int8.append(f"{name} ({lt}, {pr})")
     total = sum(c["total"] for t, c in counts.items() if t in WEIGHTED_LAYER_TYPES)
     int8 = sum(c["int8"] for t, c in counts.items() if t in WEIGHTED_LAYER_TYPES)
     mm = counts.get("MatMul", {"total": 0, "int8": 0})
     return {"weighted_total": total, "weighted_int8": int8,
             "int8_fraction": (int8 / total) if total else None,
             "matmul_total": mm["total"], "matmul_int8": mm["int8"],
-            "by_type": counts, "not_int8": not_int8[:40], "not_int8_count": len(not_int8)}
+            "by_type": counts, "not_int8": not_int8[:40], "not_int8_count": len(not_int8),
+            "runtime_nodes": conversions, "layers": layers}
 
 
-def structure(core, xmls: dict[str, Path | None]) -> dict:
-    out = {}
+def _speed_check_row(layer: dict | None, key: str, speed_check: dict | None) -> tuple[dict | None, bool]:
+    """Our speed check's row for a layer and whether it kept the layer in float.
+
+    The speed check names a layer by its IR op; the runtime node may carry another name, so the key,
+    the runtime name and every ``originalLayersNames`` entry of our runtime node are tried.
+    """
+    if not speed_check:
+        return None, False
+    names = [key] + ([layer["runtime_name"]] + layer["original"] if layer else [])
+    rows = {r["layer"]: r for r in speed_check.get("layers", [])}
+    row = next((rows[n] for n in names if n in rows), None)
+    reverted = set(speed_check.get("reverted", []))
+    on_purpose = (row is not None and row.get("decision") == "float") or any(n in reverted for n in names)
+    return row, on_purpose
+
+
+def int8_parity(layers: dict[str, dict], speed_check: dict | None) -> dict:
+    """Per weighted layer: the ones NNCF's model runs in u8/i8 and ours does not, and why.
+
+    ``layers``: ``runtime_structure(...)["layers"]`` of ``ours`` and ``nncf``. A gap is *on purpose*
+    when our speed check (``speed_check`` of report.json) timed the layer and kept it in float.
+    """
+    ours, nncf_ = layers["ours"], layers["nncf"]
+    ours_int8 = {k for k, x in ours.items() if x["int8"]}
+    nncf_int8 = {k for k, x in nncf_.items() if x["int8"]}
+    gaps = []
+    for key in sorted(nncf_int8 - ours_int8):
+        mine = ours.get(key)
+        row, on_purpose = _speed_check_row(mine, key, speed_check)
+        gaps.append({"layer": key, "type": nncf_[key]["type"],
+                     "ours_runtime_name": mine["runtime_name"] if mine else None,
+                     "ours_precision": mine["precision"] if mine else "absent",
+                     "speed_check": row.get("decision") if row else ("reverted" if on_purpose else "not timed"),
+                     "fp32_us": row.get("fp32_us") if row else None,
+                     "int8_us": row.get("int8_us") if row else None,
+                     "on_purpose": on_purpose})
+    extra = sorted(ours_int8 - nncf_int8)
+    return {"layers_compared": len(set(ours) | set(nncf_)), "ours_int8": len(ours_int8), "nncf_int8": len(nncf_int8),
+            "both_int8": len(ours_int8 & nncf_int8), "speed_check_ran": speed_check is not None,
+            "nncf_int8_ours_float_count": len(gaps),
+            "nncf_int8_ours_float_on_purpose": sum(g["on_purpose"] for g in gaps),
+            "nncf_int8_ours_float_unexplained": sum(not g["on_purpose"] for g in gaps),
+            "nncf_int8_ours_float": gaps,
+            "ours_int8_nncf_float_count": len(extra), "ours_int8_nncf_float": extra[:40]}
+
+
+def structure(core, xmls: dict[str, Path | None]) -> tuple[dict, dict | None]:
+    """IR and runtime structure per variant, and the per-layer INT8 comparison ours vs NNCF."""
+    out, layers = {}, {}
     fp32_bin = xmls["fp32"].with_suffix(".bin").stat().st_size
+    weighted_names = ir_weighted_names(core, xmls["fp32"])
     for v, xml in xmls.items():
         if xml is None:
             continue
         try:
             s = ir_structure(core, xml)
-            s.update(runtime_structure(core, xml))
+            s.update(runtime_structure(core, xml, weighted_names))
+            layers[v] = s.pop("layers")
             s["bin_ratio"] = s["bin_bytes"] / fp32_bin
             out[v] = s
         except Exception as e:  # noqa: BLE001
             out[v] = {"error": str(e)}
-    return out
+    parity = None
+    if "ours" in layers and "nncf" in layers:
+        parity = int8_parity(layers, read_speed_check(xmls["ours"]))
+    return out, parity
 
 
 # ----------------------------------------------------------------------------- speed
@@ -601,11 +731,12 @@ def run_model(name: str, args, core, work: Path) -> dict:
     quant = {}
     if not args.no_ours:
         log(f"{name}: ours (pot -q default)")
-        quant["ours"] = quantize_ours(name, fp32_xml, calib, work, args.reuse)
+        quant["ours"] = quantize_ours(name, fp32_xml, calib, work, args.target_device, args.reuse)
         log(f"{name}: ours -> exit {quant['ours'].get('exit_code')} in {quant['ours'].get('seconds')} s")
     if not args.no_nncf:
         log(f"{name}: nncf.quantize")
-        quant["nncf"] = quantize_nncf(name, fp32_xml, calib, work, args.subset, spec.get("model_type"), args.reuse)
+        quant["nncf"] = quantize_nncf(name, fp32_xml, calib, work, args.subset, spec.get("model_type"),
+                                      args.target_device, args.reuse)
         log(f"{name}: nncf -> exit {quant['nncf'].get('exit_code')} in {quant['nncf'].get('seconds')} s")
     res["quantization"] = quant
 
@@ -622,7 +753,12 @@ def run_model(name: str, args, core, work: Path) -> dict:
     log(f"{name}: accuracy {res['accuracy'].get('primary')}")
 
     log(f"{name}: structure")
-    res["structure"] = structure(core, xmls)
+    res["structure"], res["int8_parity"] = structure(core, xmls)
+    if res["int8_parity"]:
+        p = res["int8_parity"]
+        log(f"{name}: NNCF runs {p['nncf_int8']} weighted layers in INT8, ours {p['ours_int8']}; "
+            f"{p['nncf_int8_ours_float_count']} NNCF-INT8 layers in float in ours "
+            f"({p['nncf_int8_ours_float_on_purpose']} kept by the speed check)")
 
     log(f"{name}: speed ({args.rounds} rounds x {args.seconds} s, interleaved)")
     try:
@@ -647,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds per mode")
     ap.add_argument("--seconds", type=float, default=1.2, help="seconds per speed round and variant")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation crops / shuffles")
+    ap.add_argument("--target-device", choices=TARGET_DEVICES, default="CPU",
+                    help="target device of both tools: `pot --target-device X` and NNCF's "
+                         "target_device=nncf.TargetDevice.X (CPU: ours also times layers on this CPU)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse INT8 IRs already in --work instead of quantizing again (no timing)")
     args = ap.parse_args(argv)
@@ -667,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
                "settings": {"models": names, "subset": args.subset, "ours": not args.no_ours,
                             "nncf": not args.no_nncf, "rounds": args.rounds, "seconds": args.seconds,
                             "seed": args.seed, "work": str(work), "reuse": args.reuse,
+                            "target_device": args.target_device,
                             "ours_command": shlex.join(ours_base_command())},
                "models": {}}
     args.json.parent.mkdir(parents=True, exist_ok=True)
