@@ -136,7 +136,8 @@ class _Profiler:
             name = op.get_friendly_name()
             rt = op.get_rt_info()
             original = rt["originalLayersNames"].astype(str) if "originalLayersNames" in rt else ""
-            owners[name] = [g for g in original.split(",") if g in groups]
+            # low-precision transformations rename a layer ``<name>/DequantizationMultiply``
+            owners[name] = sorted({g.split("/Dequantization")[0] for g in original.split(",")} & groups)
             kind[name] = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
             consumers[name] = [t.get_node().get_friendly_name() for out in op.outputs()
                                for t in out.get_target_inputs()]

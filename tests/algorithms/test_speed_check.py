@@ -36,15 +36,20 @@ def _setup(build=models.conv_chain):
     return fp, q, result, revert
 
 
-def test_group_times_attribute_runtime_nodes_to_each_quantized_layer():
-    fp, q, result, _ = _setup()
+@pytest.mark.parametrize("build, names", [
+    (models.conv_chain, {"conv1", "conv2"}),
+    # the CPU plugin names the INT8 FullyConnected ``fc/DequantizationMultiply``
+    (lambda: models.matmul_bias(True), {"fc"}),
+])
+def test_group_times_attribute_runtime_nodes_to_each_quantized_layer(build, names):
+    fp, q, result, _ = _setup(build)
     groups = group_ops(q, result)
-    assert set(groups) == {"conv1", "conv2"}
+    assert set(groups) == names
     inputs = models.random_inputs(fp, seed=1)
     prof = _Profiler(ov.Core(), q, inputs, "CPU")
     prof.run(20)
     times = prof.group_times(set(groups))
-    assert set(times) == {"conv1", "conv2"}
+    assert set(times) == names
     assert all(t > 0 for t in times.values())
     # attributed time is a part of the measured total, never more
     assert sum(times.values()) <= prof.total_us() + 1e-6
