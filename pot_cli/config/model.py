@@ -230,6 +230,9 @@ class QuantizationParams:
     ``threshold`` defaults to 2.0 for both bias corrections (POT used 1000.0 for ``BiasCorrection`` and for
     DefaultQuantization/AccuracyAwareQuantization with ``use_fast_bias: false``).
     The POT preset ``accuracy`` is accepted and read as ``mixed`` (what POT did for ANY/CPU/GPU).
+    ``quantize_recurrent`` (not a POT or NNCF key: neither had a switch, both quantized
+    LSTMSequence/GRUSequence where the hardware config lists them) opts in to quantizing
+    recurrent ops; by default they stay in floating point.
     """
 
     preset: Preset = "performance"
@@ -240,6 +243,7 @@ class QuantizationParams:
     use_fast_bias: bool = True
     use_layerwise_tuning: bool = False
     saturation_fix: SaturationFix = "first_layer"
+    quantize_recurrent: bool = False
     threshold: float = 2.0
     apply_for_all_nodes: bool = False
     ignored: IgnoredScope = field(default_factory=IgnoredScope)
