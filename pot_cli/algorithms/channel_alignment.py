@@ -164,7 +164,8 @@ class ActivationChannelAlignment:
 
     :param ignored_scope: friendly names of nodes left alone (as producer, bias or consumer).
     :param ignored_types: op types left alone.
-    :param align_scales: also equalise channel widths (POT did); False only centres channels.
+    :param align_scales: also move channel widths half-way to the median width (POT moved them
+        all the way); False only centres channels.
     """
 
     def __init__(self, ignored_scope: tuple[str, ...] = (), ignored_types: tuple[str, ...] = (),
