@@ -16,20 +16,29 @@ from datetime import datetime
 from pathlib import Path
 
 from pot_cli import __version__
-from pot_cli.algorithms.default import DefaultQuantization
+from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment
+from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
 from pot_cli.algorithms.min_max import AGNOSTIC_OPS, MinMaxSettings, RangeSpec
+from pot_cli.algorithms.recurrent import recurrent_op_settings
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import NotSupportedError, UsageError
 from pot_cli.graph.model import load_model, quantized_layers, save_model_atomic
 from pot_cli.graph.patterns import WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
+from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
 from pot_cli.statistics.collector import collect_statistics
 
 log = logging.getLogger("pot")
 
 #: algorithms this version runs; the others are valid config names but not built yet
-IMPLEMENTED = ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization")
+IMPLEMENTED = ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization", "ActivationChannelAlignment")
+#: the quantization algorithms among them (one per config, optionally after ActivationChannelAlignment)
+QUANTIZATION_ALGORITHMS = IMPLEMENTED[:3]
+ALIGNMENT = "ActivationChannelAlignment"
+#: DefaultQuantization (and AccuracyAwareQuantization over it) runs ActivationChannelAlignment
+#: first, as the original POT's DefaultQuantization did
+ALIGN_IN_DEFAULT_QUANTIZATION = True
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,25 @@ def create_run_dir(options: RunOptions, model_name: str, algorithm: str, now: da
         run = base / f"{stamp}_{k}"
         k += 1
     return run
+
+
+def _split_algorithms(config: PotConfig):
+    """``(alignment entry or None, quantization entry or None, index of the quantization entry)``
+    of ``compression.algorithms``: one quantization algorithm, optionally preceded by
+    ActivationChannelAlignment, or ActivationChannelAlignment alone.
+
+    :raises NotSupportedError: for any other list, naming it.
+    """
+    algos = config.compression.algorithms
+    names = [a.name for a in algos]
+    rest = names[1:] if names[:1] == [ALIGNMENT] else names
+    if not names or len(rest) > 1 or (rest and rest[0] not in QUANTIZATION_ALGORITHMS):
+        raise NotSupportedError(f"{config.source}: compression.algorithms: {', '.join(names) or 'none'} not "
+                                f"supported yet; expected exactly one of {', '.join(QUANTIZATION_ALGORITHMS)}, "
+                                f"optionally preceded by {ALIGNMENT}, or {ALIGNMENT} alone")
+    align_cfg = algos[0] if names[0] == ALIGNMENT else None
+    algo_cfg = algos[-1] if rest else None
+    return align_cfg, algo_cfg, len(algos) - 1
 
 
 def _pick(specs, mode: str | None):
@@ -167,6 +195,7 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         transformer_activation_mode="asymmetric" if may_switch_to_asymmetric else None,
         agnostic_op_types=frozenset(hw.agnostic_types() & AGNOSTIC_OPS),
         unified_scale_types=frozenset(hw.unified_scale_types() & {"Concat"}),
+        recurrent_ops=recurrent_op_settings(hw) if params.quantize_recurrent else None,
         ignored_scope=tuple(params.ignored.scope),
         ignored_types=tuple(op.type for op in params.ignored.operations if not op.attributes),
         ignored_operations=tuple((op.type, tuple(sorted(op.attributes.items())))
@@ -246,14 +275,12 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     """
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    algos = config.compression.algorithms
-    if len(algos) != 1 or algos[0].name not in IMPLEMENTED:
-        names = ", ".join(a.name for a in algos) or "none"
-        raise NotSupportedError(f"{config.source}: compression.algorithms: {names} not supported yet; "
-                                f"expected exactly one of {', '.join(IMPLEMENTED)}")
-    algo_cfg = algos[0]
-    params = algo_cfg.params
-    accuracy_aware = algo_cfg.name == "AccuracyAwareQuantization"
+    align_cfg, algo_cfg, algo_index = _split_algorithms(config)
+    params = (algo_cfg or align_cfg).params
+    accuracy_aware = algo_cfg is not None and algo_cfg.name == "AccuracyAwareQuantization"
+    align = align_cfg is not None or (ALIGN_IN_DEFAULT_QUANTIZATION and algo_cfg is not None and (
+        algo_cfg.name == "DefaultQuantization"
+        or (accuracy_aware and params.base_algorithm == "DefaultQuantization")))
     ac_engine = config.engine.type == "accuracy_checker"
     if options.evaluate and not ac_engine:
         raise UsageError(f"{config.source}: -e/--evaluate needs annotated data and metrics: engine type "
@@ -276,6 +303,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             evaluator = Evaluator(ac.evaluation, device=ac.launcher.device or config.engine.device,
                                   requests_number=config.engine.eval_requests_number, output=ac.launcher.output)
         calibration = ac.optimization
+        available = len(calibration)
         indices = select_subset(len(calibration), params.stat_subset_size, params.shuffle_data, params.seed,
                                 source=calibration.where)
         iter_samples, skipped = calibration.iter_samples, []
@@ -284,22 +312,25 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     else:
         data = create_data_source(config.engine.data_source, model, layout=config.engine.layout,
                                   shape=config.engine.shape, source_key="engine.data_source")
+        available = len(data)
         indices = select_subset(len(data), params.stat_subset_size, params.shuffle_data, params.seed,
                                 source=str(config.engine.data_source))
         iter_samples, skipped = data.iter_samples, data.skipped
     times["data_source_s"] = time.perf_counter() - t
 
-    def collect(target, requests):
-        bar, update = _progress(len(indices), options)
-        log.info("Collecting statistics on %d samples", len(indices))
+    def collect(target, requests, subset=None):
+        subset = indices if subset is None else subset
+        bar, update = _progress(len(subset), options)
+        log.info("Collecting statistics on %d samples", len(subset))
         try:
-            return collect_statistics(target, requests, iter_samples(indices), len(indices), progress=update,
+            return collect_statistics(target, requests, iter_samples(subset), len(subset), progress=update,
                                       requests_number=config.engine.stat_requests_number)
         finally:
             if bar is not None:
                 bar.close()
 
-    settings = create_min_max_settings(params, hw, source=f"{config.source}: compression.algorithms[0].params")
+    settings = create_min_max_settings(params, hw,
+                                       source=f"{config.source}: compression.algorithms[{algo_index}].params")
     if options.allow_quantized:
         done = [n for n in quantized_layers(model) if n not in settings.ignored_scope]
         if done:
@@ -308,7 +339,43 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     aa_result = None
     evaluation = None
     speed_report = None
-    if accuracy_aware:
+    # If conditions ride along with the first calibration pass
+    pending = branch_requests(model)
+    unreached: list[UnreachedBranch] = []
+
+    def check_branches(stats) -> None:
+        nonlocal pending
+        if pending:
+            unreached.extend(find_unreached_branches(model, stats))
+            for branch in unreached:
+                log.warning(branch.message)
+            pending = []
+
+    alignment = None
+    ca_stats = None
+    if align:
+        # a first pass for the alignment's statistics; the quantization then plans on the aligned model
+        t = time.perf_counter()
+        aligner = ActivationChannelAlignment(ignored_scope=settings.ignored_scope + tuple(
+            align_cfg.params.ignored.scope if align_cfg is not None else ()), ignored_types=settings.ignored_types)
+        align_requests = aligner.statistic_requests(model)
+        alignment = []
+        if align_requests or algo_cfg is None:
+            subset = indices
+            if align_cfg is not None and algo_cfg is not None:
+                a = align_cfg.params
+                if (a.stat_subset_size, a.shuffle_data, a.seed) != (params.stat_subset_size, params.shuffle_data,
+                                                                  params.seed):
+                    subset = select_subset(available, a.stat_subset_size,
+                                           a.shuffle_data, a.seed, source="ActivationChannelAlignment")
+            ca_stats = collect(model, align_requests + pending, subset)
+            check_branches(ca_stats)
+            alignment = aligner.apply(model, ca_stats)
+        times["channel_alignment_s"] = time.perf_counter() - t
+        log.info("ActivationChannelAlignment: %d of %d layer pair(s) aligned", len(alignment), len(aligner.pairs))
+    if algo_cfg is None:
+        algorithm = None
+    elif accuracy_aware:
         from pot_cli.algorithms.accuracy_aware import AccuracyAwareQuantization
 
         mixed = create_min_max_settings(dataclasses.replace(params, preset="mixed"), hw) \
@@ -325,38 +392,42 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             bias_threshold=params.threshold,
             compress_weights=not options.keep_uncompressed_weights,
             collect=collect)
-    requests = algorithm.statistic_requests(model)
-
-    t = time.perf_counter()
-    stats = collect(model, requests)
-    times["statistics_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    if accuracy_aware:
-        aa_result = algorithm.apply(model, stats)
-        model, result = aa_result.model, aa_result.quantization
-        times["accuracy_aware_s"] = time.perf_counter() - t
+    if algorithm is None:  # ActivationChannelAlignment alone: the aligned float model is the output
+        stats, result = ca_stats, DefaultQuantizationResult()
     else:
-        speed_check = _speed_check_enabled(params, config)
-        fp_model = model.clone() if speed_check else None
-        result = algorithm.apply(model, stats)
-        times["quantization_s"] = time.perf_counter() - t
-        if speed_check and result.quantizers:
-            t = time.perf_counter()
-            model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
-                                                       config.engine.device)
-            times["speed_check_s"] = time.perf_counter() - t
-        elif not speed_check and config.compression.target_device == "ANY" and params.speed_check is None:
-            log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
-                     "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
-        del fp_model
-    if not result.quantizers:
-        log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
-                    "the output model stays in floating point")
-    log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases",
-             sum(1 for q in result.quantizers if q.kind == "activation"),
-             sum(1 for q in result.quantizers if q.kind == "weights"),
-             sum(1 for b in result.bias_corrections if b.applied))
+        requests = algorithm.statistic_requests(model)
+
+        t = time.perf_counter()
+        stats = collect(model, requests + pending)
+        check_branches(stats)
+        times["statistics_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        if accuracy_aware:
+            aa_result = algorithm.apply(model, stats)
+            model, result = aa_result.model, aa_result.quantization
+            times["accuracy_aware_s"] = time.perf_counter() - t
+        else:
+            speed_check = _speed_check_enabled(params, config)
+            fp_model = model.clone() if speed_check else None
+            result = algorithm.apply(model, stats)
+            times["quantization_s"] = time.perf_counter() - t
+            if speed_check and result.quantizers:
+                t = time.perf_counter()
+                model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
+                                                           config.engine.device)
+                times["speed_check_s"] = time.perf_counter() - t
+            elif not speed_check and config.compression.target_device == "ANY" and params.speed_check is None:
+                log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
+                         "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
+            del fp_model
+        if not result.quantizers:
+            log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
+                        "the output model stays in floating point")
+        log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases",
+                 sum(1 for q in result.quantizers if q.kind == "activation"),
+                 sum(1 for q in result.quantizers if q.kind == "weights"),
+                 sum(1 for b in result.bias_corrections if b.applied))
 
     if options.evaluate:
         t = time.perf_counter()
@@ -376,6 +447,12 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                           times=times, version=__version__)
     if ac is not None:
         report["input"]["ac_config"] = str(config.engine.ac_config) if config.engine.ac_config else "inline"
+    if alignment is not None:
+        report["channel_alignment"] = {"aligned_layers": len(alignment),
+                                       "pairs": [dataclasses.asdict(r) for r in alignment]}
+        report["summary"]["aligned_layers"] = len(alignment)
+    report["unreached_branches"] = [dataclasses.asdict(b) for b in unreached]
+    report["summary"]["unreached_branches"] = len(unreached)
     if aa_result is not None:
         report["accuracy_aware"] = aa_result.report
         report["summary"]["target_met"] = aa_result.target_met

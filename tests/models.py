@@ -205,6 +205,90 @@ def dynamic_batch_conv(seed: int = 0) -> ov.Model:
     return conv_bias_relu(seed=seed, batch=-1)
 
 
+def _skewed_bias(rng, c: int) -> np.ndarray:
+    """Per-channel biases with very different centres and magnitudes (something to align)."""
+    return (rng.uniform(-1.0, 1.0, c) * 4.0 + np.linspace(-6.0, 10.0, c)).astype(np.float32)
+
+
+def alignable_convs(seed: int = 0) -> ov.Model:
+    """Two alignable pairs for ActivationChannelAlignment::
+
+        x [1,3,12,12] -> conv1 (8, 3x3, pad 1) -> bias1 -> pool (MaxPool 3x3, stride 1, pad 1)
+          -> conv2 (6, 1x1, stride 2, no padding) -> bias2 -> conv3 (4, 1x1, no bias) -> relu
+
+    ``(conv1, conv2)``: shift and scale, through the MaxPool; ``(conv2, conv3)``: scale only
+    (``conv3`` has no bias to absorb a shift).
+    """
+    rng = _rng(seed)
+    x = param("x", [1, 3, 12, 12], layout="NCHW")
+    w1 = conv_weights(rng, 8, 3) * np.geomspace(0.05, 3.0, 8, dtype=np.float32)[:, None, None, None]
+    y = add_bias(conv(x, w1, "conv1"), _skewed_bias(rng, 8), "bias1")
+    y = _named(ops.max_pool(y, [1, 1], [1, 1], [1, 1], [1, 1], [3, 3]), "pool")
+    w2 = const(conv_weights(rng, 6, 8, k=1), "conv2/weights")
+    y = _named(ops.convolution(y.output(0), w2, [2, 2], [0, 0], [0, 0], [1, 1]), "conv2")
+    y = add_bias(y, _skewed_bias(rng, 6), "bias2")
+    y = conv(y, conv_weights(rng, 4, 6, k=1), "conv3", pad=0)
+    return _model([_named(ops.relu(y), "relu")], [x], "alignable_convs")
+
+
+def alignable_depthwise(seed: int = 0) -> ov.Model:
+    """``x [1,4,8,8] -> dwconv (GroupConvolution 3x3, pad 1) -> dwbias -> pw (1x1 conv) -> pwbias``:
+    a depthwise producer feeding a pointwise consumer (the MobileNet/BlazeFace block)."""
+    rng = _rng(seed)
+    x = param("x", [1, 4, 8, 8], layout="NCHW")
+    w = (rng.standard_normal((4, 1, 1, 3, 3)) * np.geomspace(0.1, 2.0, 4)[:, None, None, None, None]).astype(np.float32)
+    y = _named(ops.group_convolution(x, const(w, "dwconv/weights"), [1, 1], [1, 1], [1, 1], [1, 1]), "dwconv")
+    y = add_bias(y, _skewed_bias(rng, 4), "dwbias")
+    y = add_bias(conv(y, conv_weights(rng, 6, 4, k=1), "pw", pad=0), bias_values(rng, 6), "pwbias")
+    return _model([y], [x], "alignable_depthwise")
+
+
+def alignable_matmuls(seed: int = 0) -> ov.Model:
+    """``x [1,5,16] -> fc1 (MatMul, weights (16, 12)) -> bias1 -> fc2 (MatMul, weights (8, 12),
+    transpose_b) -> bias2``: a MatMul pair over the last axis."""
+    rng = _rng(seed)
+    x = param("x", [1, 5, 16])
+    w1 = (rng.standard_normal((16, 12)) * np.geomspace(0.05, 1.0, 12)[None, :]).astype(np.float32)
+    y = _named(ops.matmul(x, const(w1, "fc1/weights"), False, False), "fc1")
+    y = _named(ops.add(y, const(_skewed_bias(rng, 12), "bias1/value")), "bias1")
+    w2 = rng.standard_normal((8, 12)).astype(np.float32)
+    y = _named(ops.matmul(y, const(w2, "fc2/weights"), False, True), "fc2")
+    y = _named(ops.add(y, const(bias_values(rng, 8), "bias2/value")), "bias2")
+    return _model([y], [x], "alignable_matmuls")
+
+
+def lstm_sequence(seed: int = 0, steps: int = 6, inputs: int = 16, hidden: int = 32) -> ov.Model:
+    """``x [1, steps, inputs], h0 [1, 1, hidden], c0 [1, 1, hidden] -> lstm (LSTMSequence, forward)``;
+    constant ``W (1, 4*hidden, inputs)``, ``R (1, 4*hidden, hidden)``, ``B (1, 4*hidden)``; output
+    ``Y [1, 1, steps, hidden]``."""
+    rng = _rng(seed)
+    x = param("x", [1, steps, inputs])
+    h0 = param("h0", [1, 1, hidden])
+    c0 = param("c0", [1, 1, hidden])
+    w = const(rng.normal(0, 0.3, (1, 4 * hidden, inputs)).astype(np.float32), "lstm/W")
+    r = const(rng.normal(0, 0.3, (1, 4 * hidden, hidden)).astype(np.float32), "lstm/R")
+    b = const(rng.normal(0, 0.1, (1, 4 * hidden)).astype(np.float32), "lstm/B")
+    lengths = const(np.array([steps], dtype=np.int32), "lstm/lengths")
+    y = _named(ops.lstm_sequence(x, h0, c0, lengths, w, r, b, hidden, "forward"), "lstm")
+    return _model([y.output(0)], [x, h0, c0], "lstm_sequence")
+
+
+def gru_sequence(seed: int = 0, steps: int = 6, inputs: int = 16, hidden: int = 32,
+                 linear_before_reset: bool = False) -> ov.Model:
+    """``x [1, steps, inputs], h0 [1, 1, hidden] -> gru (GRUSequence, forward)``; constant
+    ``W (1, 3*hidden, inputs)``, ``R (1, 3*hidden, hidden)``; output ``Y [1, 1, steps, hidden]``."""
+    rng = _rng(seed)
+    x = param("x", [1, steps, inputs])
+    h0 = param("h0", [1, 1, hidden])
+    w = const(rng.normal(0, 0.3, (1, 3 * hidden, inputs)).astype(np.float32), "gru/W")
+    r = const(rng.normal(0, 0.3, (1, 3 * hidden, hidden)).astype(np.float32), "gru/R")
+    b = const(rng.normal(0, 0.1, (1, (4 if linear_before_reset else 3) * hidden)).astype(np.float32), "gru/B")
+    lengths = const(np.array([steps], dtype=np.int32), "gru/lengths")
+    y = _named(ops.gru_sequence(x, h0, lengths, w, r, b, hidden, "forward",
+                                linear_before_reset=linear_before_reset), "gru")
+    return _model([y.output(0)], [x, h0], "gru_sequence")
+
+
 #: name -> builder with default arguments, for parametrised tests
 BUILDERS = {
     "conv_bias_relu": conv_bias_relu,

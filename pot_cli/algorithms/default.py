@@ -1,11 +1,16 @@
 """DefaultQuantization: MinMaxQuantization followed by FastBiasCorrection, as the original POT.
 
+The original POT's DefaultQuantization started with ActivationChannelAlignment; here the pipeline
+runs it first (:mod:`pot_cli.algorithms.channel_alignment`, its own statistics pass) and hands
+the aligned model to this class.
+
 Flow (one statistics pass, then edits):
 
-1. plan FakeQuantize placement on the float model (:class:`MinMaxQuantization`);
+1. plan FakeQuantize placement on the float model (:class:`MinMaxQuantization`), and for
+   recurrent ops when ``quantize_recurrent`` is on (:class:`RecurrentQuantization`);
 2. plan bias correction for weighted layers with a bias Add (:class:`FastBiasCorrection`);
 3. collect every requested statistic in one inference pass (the pipeline does it);
-4. compute activation ranges, weight codes and bias shifts;
+4. compute activation ranges (one range for a recurrent op's X and H), weight codes and bias shifts;
 5. edit the graph: biases, activation FakeQuantize, INT8 weights (or weight FakeQuantize).
 """
 from __future__ import annotations
@@ -20,6 +25,7 @@ import openvino as ov
 from pot_cli.algorithms.bias_correction import BiasCorrection
 from pot_cli.algorithms.fast_bias_correction import BiasCorrectionRecord, FastBiasCorrection
 from pot_cli.algorithms.min_max import MinMaxQuantization, MinMaxSettings
+from pot_cli.algorithms.recurrent import RecurrentQuantization
 from pot_cli.graph.insertion import (insert_compressed_weights, insert_fake_quantize, insert_weight_fake_quantize,
                                      replace_constant_input)
 from pot_cli.statistics.collector import StatisticRequest, Statistics
@@ -98,6 +104,7 @@ class DefaultQuantization:
     def __init__(self, settings: MinMaxSettings, use_fast_bias: bool = True, bias_threshold: float = 2.0,
                  compress_weights: bool = True, full_bias_correction: bool = False, collect=None):
         self.min_max = MinMaxQuantization(settings)
+        self.recurrent = RecurrentQuantization(self.min_max)
         if full_bias_correction and collect is not None:
             self.bias = BiasCorrection(bias_threshold)
         elif use_fast_bias or full_bias_correction:
@@ -110,6 +117,7 @@ class DefaultQuantization:
     def statistic_requests(self, model: ov.Model) -> list[StatisticRequest]:
         """Plan on ``model`` and return every statistic needed (one pass collects them all)."""
         self.min_max.plan(model)
+        self.recurrent.plan(model)
         reqs = self.min_max.statistic_requests()
         if self.bias is not None:
             self.bias.plan(self.min_max.weights, self.min_max.is_constant)
@@ -126,7 +134,9 @@ class DefaultQuantization:
         result = DefaultQuantizationResult()
         mm = self.min_max
         mm.compute_ranges(stats)
+        self.recurrent.unify_ranges()
         mm.compute_weights()
+        self.recurrent.unify_weights()
         full_bias = isinstance(self.bias, BiasCorrection)
         if self.bias is not None and not full_bias:
             self.bias.compute(stats)

@@ -124,6 +124,10 @@ class MinMaxSettings:
         never occur (beyond POT: measured here, mp_face_detection_short's tensor in [-135, 8] left
         ~8 levels for its positive side; output cosine 0.977 -> 0.980, ppocrv4_det mask F1
         0.906 -> 0.928). 0 disables it; only used where the device allows asymmetric activations.
+    :param recurrent_ops: recurrent op types to quantize, each with its hardware config's
+        ``unified_scales`` port groups (``quantize_recurrent: true``; see
+        :mod:`pot_cli.algorithms.recurrent`); None (the default): recurrent ops stay in floating
+        point.
     :param ignored_scope: node friendly names left in floating point.
     :param ignored_types: op types left in floating point.
     :param ignored_operations: ``(type, ((attribute, value), ...))``: ops of that type whose
@@ -159,6 +163,7 @@ class MinMaxSettings:
     transformer_activation_mode: str | None = "asymmetric"
     compress_embeddings: bool = True
     skewed_asymmetric: float = 0.1
+    recurrent_ops: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] | None = None
     ignored_scope: tuple[str, ...] = ()
     ignored_types: tuple[str, ...] = ()
     ignored_operations: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()

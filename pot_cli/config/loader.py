@@ -487,7 +487,8 @@ class _Builder:
 
 _PLAIN_KEYS = ("preset", "shuffle_data", "use_fast_bias", "use_layerwise_tuning", "saturation_fix",
                "apply_for_all_nodes", "drop_type", "base_algorithm", "use_prev_if_drop_increase",
-               "convert_to_mixed_preset", "annotation_free", "tune_hyperparams", "speed_check")
+               "convert_to_mixed_preset", "annotation_free", "tune_hyperparams", "speed_check",
+               "quantize_recurrent")
 _INT_KEYS = ("stat_subset_size", "stat_batch_size", "seed", "ranking_subset_size", "max_iter_num")
 _FLOAT_KEYS = ("threshold", "maximal_drop", "metric_subset_ratio", "annotation_conf_threshold")
 

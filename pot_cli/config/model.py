@@ -233,6 +233,9 @@ class QuantizationParams:
     ``speed_check`` (our extension, DefaultQuantization and MinMaxQuantization) measures each
     quantized layer on the calibration device and keeps in floating point those slower in INT8
     (:mod:`pot_cli.algorithms.speed_check`); ``None`` means on for CPU and CPU_SPR, off for ANY.
+    ``quantize_recurrent`` (not a POT or NNCF key: neither had a switch, both quantized
+    LSTMSequence/GRUSequence where the hardware config lists them) opts in to quantizing
+    recurrent ops; by default they stay in floating point.
     """
 
     preset: Preset = "performance"
@@ -244,6 +247,7 @@ class QuantizationParams:
     use_layerwise_tuning: bool = False
     saturation_fix: SaturationFix = "first_layer"
     speed_check: bool | None = None
+    quantize_recurrent: bool = False
     threshold: float = 2.0
     apply_for_all_nodes: bool = False
     ignored: IgnoredScope = field(default_factory=IgnoredScope)

@@ -36,6 +36,10 @@ class Reduction(str, Enum):
     MIN_PER_CHANNEL = "min_per_channel"  #: min over all axes but the channel axis, shape ``(C,)``
     MAX_PER_CHANNEL = "max_per_channel"  #: max over all axes but the channel axis, shape ``(C,)``
     MEAN_PER_CHANNEL = "mean_per_channel"  #: mean over all axes but the channel axis, shape ``(C,)``
+    #: per-sample min over all axes but the channel axis, averaged over the samples, shape ``(C,)``
+    MEAN_MIN_PER_CHANNEL = "mean_min_per_channel"
+    #: per-sample max over all axes but the channel axis, averaged over the samples, shape ``(C,)``
+    MEAN_MAX_PER_CHANNEL = "mean_max_per_channel"
     SHAPE = "shape"  #: the runtime shape of ``x``, int64 ``(rank,)``
 
 
@@ -57,7 +61,8 @@ class Statistics:
     """Statistics over the calibration samples: ``(output, reduction, channel_axis) -> array``, float64.
 
     MIN, MAX and SHAPE hold one row per sample. The per-channel reductions are already folded
-    across samples (min of the minima, max of the maxima, mean of the means) and hold one row:
+    across samples (min of the minima, max of the maxima, mean of the means, mean of the per-sample
+    minima or maxima) and hold one row:
     reducing that row again over axis 0 (``.min(axis=0)``, ``.max(axis=0)``, ``.mean(axis=0)``)
     gives the same values as reducing per-sample rows would.
     """
@@ -79,11 +84,19 @@ class Statistics:
         return key in self._values
 
 
-def _reducer(req: StatisticRequest) -> ov.Node:
+def _reducer(req: StatisticRequest) -> tuple[ov.Node, ov.Node]:
+    """The reduction of ``req`` as new nodes: ``(output node, node reading the model's tensor)``
+    (the second is detached again after compilation). A boolean tensor (an If condition) is
+    converted to f32 first (1.0 true, 0.0 false)."""
     x = req.output
     rank = x.get_partial_shape().rank
     if req.reduction == Reduction.SHAPE:
-        return ops.shape_of(x, output_type="i64")
+        node = ops.shape_of(x, output_type="i64")
+        return node, node
+    entry = None
+    if x.get_element_type() == ov.Type.boolean:
+        entry = ops.convert(x, ov.Type.f32)
+        x = entry.output(0)
     if rank.is_dynamic:
         raise EngineError(f"tensor '{x.get_node().get_friendly_name()}': dynamic rank; cannot collect statistics")
     r = rank.get_length()
@@ -93,8 +106,10 @@ def _reducer(req: StatisticRequest) -> ov.Node:
         axes = ops.constant(np.arange(r, dtype=np.int64))
     reduce = {Reduction.MIN: ops.reduce_min, Reduction.MIN_PER_CHANNEL: ops.reduce_min,
               Reduction.MAX: ops.reduce_max, Reduction.MAX_PER_CHANNEL: ops.reduce_max,
-              Reduction.MEAN_PER_CHANNEL: ops.reduce_mean}[req.reduction]
-    return reduce(x, axes, keep_dims=False)
+              Reduction.MEAN_PER_CHANNEL: ops.reduce_mean, Reduction.MEAN_MIN_PER_CHANNEL: ops.reduce_min,
+              Reduction.MEAN_MAX_PER_CHANNEL: ops.reduce_max}[req.reduction]
+    node = reduce(x, axes, keep_dims=False)
+    return node, entry or node
 
 
 def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
@@ -121,8 +136,10 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     unique = list(dict.fromkeys(requests))
     if not unique:
         return Statistics({}, 0)
-    reducers = [_reducer(r) for r in unique]
-    results = [ops.result(n) for n in reducers]
+    pairs = [_reducer(r) for r in unique]
+    reducers = [entry for _, entry in pairs]
+    results = [ops.result(n) for n, _ in pairs]
+    del pairs
     stats_model = ov.Model(results, model.get_parameters(), "statistics")
     try:
         compiled = compile_model(stats_model, {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
@@ -220,7 +237,7 @@ class _Accumulator:
             np.minimum(self.acc, value, out=self.acc)
         elif r == Reduction.MAX_PER_CHANNEL:
             np.maximum(self.acc, value, out=self.acc)
-        else:  # MEAN_PER_CHANNEL
+        else:  # MEAN_PER_CHANNEL, MEAN_MIN_PER_CHANNEL, MEAN_MAX_PER_CHANNEL: a running sum
             self.acc += value
 
     def result(self) -> np.ndarray:
@@ -228,7 +245,8 @@ class _Accumulator:
             return np.stack(self.rows) if self.rows else np.zeros((0,))
         if self.acc is None:
             return np.zeros((0,))
-        value = self.acc / self.n if self.reduction == Reduction.MEAN_PER_CHANNEL else self.acc
+        averaged = (Reduction.MEAN_PER_CHANNEL, Reduction.MEAN_MIN_PER_CHANNEL, Reduction.MEAN_MAX_PER_CHANNEL)
+        value = self.acc / self.n if self.reduction in averaged else self.acc
         return value[None]
 
 

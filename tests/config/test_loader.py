@@ -167,8 +167,8 @@ def test_unknown_key_with_did_you_mean(ir):
     assert str(err) == (
         "<command line>: compression.algorithms[0].params.presett: unknown key (did you mean "
         "'preset'?); expected one of: activations, apply_for_all_nodes, ignored, preset, "
-        "saturation_fix, seed, shuffle_data, speed_check, stat_batch_size, stat_subset_size, "
-        "threshold, use_fast_bias, use_layerwise_tuning, weights")
+        "quantize_recurrent, saturation_fix, seed, shuffle_data, speed_check, stat_batch_size, "
+        "stat_subset_size, threshold, use_fast_bias, use_layerwise_tuning, weights")
 
 
 def test_unknown_top_level_section(ir):
