@@ -129,8 +129,9 @@ class _ReducerBuilder:
     ascending (descending for ``1 - p``) ``v``, it is ``v[i] + (j - i) * (v[i + 1] - v[i])``. Only
     ``k = i + 2`` values are needed (at least :data:`_MIN_TOPK` are taken): one TopK of ``k`` over
     the flattened tensor (its rows per channel), so nothing of the activation's size leaves the
-    graph (about 3-4 ns per value on this CPU, 4x a ReduceMax). ``M``, ``i``, ``k`` and ``j - i`` are constants for a static shape and are
-    computed from ShapeOf in the graph otherwise (a sequence length that varies per sample).
+    graph (about 3-4 ns per value on this CPU, 4-5x a ReduceMax). ``M``, ``i``, ``k`` and ``j - i``
+    are constants for a static shape and are computed from ShapeOf in the graph otherwise (a
+    sequence length that varies per sample).
     ``|x|`` quantiles reuse both TopKs: the ``k`` largest ``|x|`` are among the ``k`` largest and
     the ``min(k, M - k)`` smallest values of ``x`` (disjoint sets), so a TopK over those ``2k``
     values at most gives them exactly.

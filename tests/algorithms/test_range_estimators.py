@@ -482,3 +482,32 @@ def test_cli_with_quantile_preset_levels_and_weight_estimator(tmp_path):
     ref = ov.Core().compile_model(model, "CPU", F32)({"x": sample})[0]
     got = ov.Core().compile_model(out, "CPU", F32)({"x": sample})[0]
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
+
+
+def test_cli_refuses_perchannel_on_a_dynamic_sequence_before_calibration(tmp_path):
+    from click.testing import CliRunner
+
+    from pot_cli.cli import main
+
+    x = models.param("x", [1, -1, 16])
+    y = ops.matmul(x, models.const(np.ones((16, 4), np.float32), "fc/weights"), False, False)
+    y.set_friendly_name("fc")
+    xml, _ = models.save_ir(ov.Model([ops.result(y)], [x], "seq"), tmp_path / "model", "seq")
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "s0.npy", heavy_tailed((1, 5, 16), 0))
+    config = {"model": {"model_name": "seq", "model": str(xml)},
+              "engine": {"type": "simplified", "data_source": str(data)},
+              "compression": {"algorithms": [{"name": "DefaultQuantization",
+                                              "params": {"activations": {"granularity": "perchannel"}}}]}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["-c", str(path), "--output-dir", str(tmp_path / "out")],
+                                catch_exceptions=False)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: {path}: compression.algorithms[0].params.activations.granularity: 'perchannel' "
+                      "needs a static channel dimension (axis 1); tensor 'x' has shape [1,?,16]; "
+                      "expected 'pertensor' for this model"]
+    assert "Collecting statistics" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.xml"))
