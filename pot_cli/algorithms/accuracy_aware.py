@@ -212,10 +212,10 @@ class AccuracyAwareQuantization:
     @staticmethod
     def _keys(model: ov.Model, requests: list[StatisticRequest]) -> list[tuple]:
         """A clone-independent key per request: (position of the producer in topological order,
-        its friendly name, output index, reduction, channel axis)."""
+        its friendly name, output index, reduction, channel axis, outlier probability)."""
         position = {op.get_instance_id(): k for k, op in enumerate(model.get_ordered_ops())}
         return [(position[r.output.get_node().get_instance_id()], r.output.get_node().get_friendly_name(),
-                 r.output.get_index(), r.reduction, r.channel_axis) for r in requests]
+                 r.output.get_index(), r.reduction, r.channel_axis, r.outlier_prob) for r in requests]
 
     def statistic_requests(self, model: ov.Model) -> list[StatisticRequest]:
         """Every statistic the fully quantized model needs (planned on ``model``, not modified)."""
@@ -230,9 +230,10 @@ class AccuracyAwareQuantization:
             log.info("Collecting %d more statistic(s) for the changed quantization scope", len(missing))
             fresh = self.collect(model, missing)
             for r, k in zip(missing, self._keys(model, missing)):
-                self._stats[k] = fresh.get(r.output, r.reduction, r.channel_axis)
+                self._stats[k] = fresh.get(r.output, r.reduction, r.channel_axis, r.outlier_prob)
             self._n_samples = self._n_samples or fresh.n_samples
-        values = {(r.output, r.reduction, r.channel_axis): self._stats[k] for r, k in zip(requests, keys)}
+        values = {(r.output, r.reduction, r.channel_axis, r.outlier_prob): self._stats[k]
+                  for r, k in zip(requests, keys)}
         return Statistics(values, self._n_samples)
 
     def _variant(self, settings_name: str) -> Variant:
@@ -416,7 +417,7 @@ class AccuracyAwareQuantization:
         self._fp = model
         self._n_samples = stats.n_samples
         for r, k in zip(self._requests, self._keys(model, self._requests)):
-            self._stats[k] = stats.get(r.output, r.reduction, r.channel_axis)
+            self._stats[k] = stats.get(r.output, r.reduction, r.channel_axis, r.outlier_prob)
         p = self.params
         self.report = {"maximal_drop": p.maximal_drop, "drop_type": p.drop_type, "base_algorithm": p.base_algorithm,
                        "steps": [], "rankings": []}

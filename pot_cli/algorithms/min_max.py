@@ -7,9 +7,10 @@ sub-graph on port 1) are quantized per output channel. One quantizer per tensor,
 its quantized consumers; integer tensors and constant or shape sub-graphs are never quantized.
 
 Ranges: per-tensor activation ranges from per-sample minima and maxima aggregated across samples
-(mean by default, as POT's ``default`` range-estimator preset and NNCF's MEAN_MINMAX); weights from
-their exact per-channel ``max|W|`` (Krishnamoorthi, 2018, "Quantizing deep convolutional networks
-for efficient inference: A whitepaper", section 2).
+(mean by default, as POT's ``default`` range-estimator preset and NNCF's MEAN_MINMAX), or from
+per-sample quantiles computed in the graph (POT's ``quantile`` preset, ``outlier_prob``); weights
+from their exact per-channel ``max|W|`` (Krishnamoorthi, 2018, "Quantizing deep convolutional
+networks for efficient inference: A whitepaper", section 2) or POT's weight range estimators.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from typing import Callable
 import numpy as np
 import openvino as ov
 
-from pot_cli.algorithms.fake_quantize import (QuantizerParams, compute_activation_params, compute_weight_params,
-                                              quantize_to_int, dequantize)
+from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstimator, compute_activation_params,
+                                              compute_weight_params, dequantize, narrow_levels, quantize_to_int)
 from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
 from pot_cli.graph.patterns import WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float, weight_channel_axes
@@ -61,17 +62,40 @@ AGNOSTIC_OPS = frozenset({"MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpo
                           "DepthToSpace", "SpaceToDepth", "ShuffleChannels", "Tile", "Broadcast", "Gather",
                           "ReduceMax", "Crop", "Flatten"})
 
+#: per-sample statistics a range bound can be estimated from (POT's ``range_estimator`` types)
+ESTIMATOR_TYPES = ("min", "max", "abs_max", "quantile", "abs_quantile")
+
 
 @dataclass(frozen=True)
 class RangeSpec:
-    """How to turn statistics into a range (a subset of POT's ``range_estimator``).
+    """How to turn activation statistics into a range (POT's ``range_estimator``).
 
-    :param min_type: per-sample statistic for the lower bound: ``min`` or ``abs_max``.
+    Each bound is a per-sample statistic (``*_type``) aggregated across the samples
+    (``*_aggregator``). Per-sample statistics of a tensor ``x`` (all its elements):
+    ``min``/``max``: ``min(x)``/``max(x)``; ``abs_max``: ``max|x|``; ``quantile``:
+    ``np.quantile(x, p)`` for the lower bound and ``np.quantile(x, 1 - p)`` for the upper one;
+    ``abs_quantile``: ``np.quantile(|x|, 1 - p)``, with ``p`` the bound's outlier probability. The
+    quantiles are NumPy's default linear interpolation (as POT's ``np.quantile``), computed
+    exactly inside the graph (see :mod:`pot_cli.statistics.collector`). An ``abs_*`` lower bound is
+    ``-value`` when the tensor has a negative minimum in some sample, else 0.
+
+    Per-channel quantizers fold the per-sample, per-channel statistics with the minimum (lower
+    bound) and maximum (upper bound) over samples, POT's ``perchannel`` presets; the aggregators
+    apply to per-tensor quantizers.
+
+    :param min_type: lower-bound statistic, one of :data:`ESTIMATOR_TYPES`.
     :param min_aggregator: key of :data:`AGGREGATORS`.
-    :param max_type: ``max`` or ``abs_max``.
+    :param max_type: upper-bound statistic, one of :data:`ESTIMATOR_TYPES`.
     :param max_aggregator: key of :data:`AGGREGATORS`.
-    :param outlier_prob: fraction trimmed at each end by the ``*_no_outliers`` aggregators.
-    :param clipping_value: optional upper clip of the resulting max (POT's ``clipping_value``).
+    :param outlier_prob: ``p`` of the upper bound's quantiles, and the fraction trimmed at each end
+        by the upper bound's ``*_no_outliers`` aggregator; in [0, 1].
+    :param clipping_value: optional upper clip of the resulting upper bound (POT's
+        ``max.clipping_value``); for a symmetric quantizer it bounds ``max|x|``.
+    :param min_outlier_prob: the same for the lower bound.
+    :param min_clipping_value: optional lower clip of the lower bound (``min.clipping_value``).
+    :param symmetric_max_type: upper-bound statistic used instead of ``max_type`` by the
+        quantizers that end up symmetric (POT's ``quantile`` preset: ``abs_quantile`` for
+        symmetric quantizers, ``quantile`` for asymmetric ones); None: ``max_type`` for all.
     """
 
     min_type: str = "min"
@@ -80,6 +104,14 @@ class RangeSpec:
     max_aggregator: str = "mean"
     outlier_prob: float = 1e-4
     clipping_value: float | None = None
+    min_outlier_prob: float = 1e-4
+    min_clipping_value: float | None = None
+    symmetric_max_type: str | None = None
+
+
+#: POT's ``range_estimator.preset: quantile`` for activations (per tensor; ``outlier_prob`` 1e-4)
+QUANTILE_PRESET = RangeSpec(min_type="quantile", min_aggregator="mean", max_type="quantile", max_aggregator="mean",
+                            outlier_prob=1e-4, symmetric_max_type="abs_quantile")
 
 
 @dataclass(frozen=True)
@@ -94,7 +126,15 @@ class MinMaxSettings:
     :param weight_mode: ``symmetric`` or ``asymmetric``.
     :param weight_bits: 8 (or 16).
     :param weight_per_channel: per output channel (True) or per tensor.
-    :param ranges: the activation range estimator (per-tensor quantizers).
+    :param ranges: the activation range estimator.
+    :param activation_levels: explicit integer grid ``(level_low, level_high)`` of the activation
+        quantizers (POT's ``activations.level_low``/``level_high``; ``levels = level_high -
+        level_low + 1``), or None for the grid of ``activation_bits``.
+    :param weight_levels: explicit grid of the weight quantizers, or None.
+    :param weight_ranges: the weights' range estimator (POT's ``weights.range_estimator``).
+    :param activation_per_channel: every activation quantizer per channel along axis 1 (POT's
+        ``activations.granularity: perchannel``); needs a static axis 1.
+    :param config_source: config key path prefix used in error messages.
     :param depthwise_per_channel: quantize the input of a depthwise convolution per channel
         (the hardware config's ``DepthWiseConvolution`` with a per-channel activation quantizer);
         its range is the global min/max over samples (NNCF's MINMAX for per-channel activations).
@@ -157,6 +197,11 @@ class MinMaxSettings:
     weight_bits: int = 8
     weight_per_channel: bool = True
     ranges: RangeSpec = RangeSpec()
+    activation_levels: tuple[int, int] | None = None
+    weight_levels: tuple[int, int] | None = None
+    weight_ranges: WeightRangeEstimator = WeightRangeEstimator()
+    activation_per_channel: bool = False
+    config_source: str = "compression.algorithms[0].params"
     depthwise_per_channel: bool = True
     saturation_fix: str = "first_layer"
     model_type: str | None = None
@@ -505,16 +550,82 @@ class MinMaxQuantization:
         self.weights.append(WeightQuantizer(node, port, src, axes))
 
     def statistic_requests(self) -> list[StatisticRequest]:
-        """Per-sample MIN and MAX of every activation to quantize."""
-        reqs = []
+        """The per-sample statistics every activation quantizer needs for its range.
+
+        ``min``/``max``/``abs_max`` bounds need MIN and MAX (per channel for per-channel
+        quantizers), ``quantile`` bounds QUANTILE_LOW or QUANTILE_HIGH at the bound's
+        ``outlier_prob``, ``abs_quantile`` bounds ABS_QUANTILE (and MIN for the sign of a lower
+        bound); all are reduced in the graph (see :class:`RangeSpec`). With
+        ``activation_per_channel`` every quantizer is made per channel here (axis 1).
+
+        :raises NotSupportedError: on an unknown estimator type or aggregator, or a per-channel
+            quantizer on a tensor whose axis 1 is dynamic (names the config key).
+        """
+        self._check_ranges()
+        self._apply_granularity()
+        reqs: list[StatisticRequest] = []
         for q in self.activations:
-            if q.channel_axis is None:
-                reqs.append(StatisticRequest(q.output, Reduction.MIN))
-                reqs.append(StatisticRequest(q.output, Reduction.MAX))
-            else:
-                reqs.append(StatisticRequest(q.output, Reduction.MIN_PER_CHANNEL, q.channel_axis))
-                reqs.append(StatisticRequest(q.output, Reduction.MAX_PER_CHANNEL, q.channel_axis))
-        return reqs
+            for kind, low, prob in self._bounds():
+                reqs.extend(self._requests(q, kind, low, prob))
+        return list(dict.fromkeys(reqs))
+
+    def _bounds(self) -> list[tuple[str, bool, float]]:
+        """``(type, is lower bound, outlier_prob)`` of every statistic the range estimator reads."""
+        r = self.settings.ranges
+        bounds = [(r.min_type, True, r.min_outlier_prob), (r.max_type, False, r.outlier_prob)]
+        if r.symmetric_max_type and self.activation_mode == "symmetric":
+            bounds.append((r.symmetric_max_type, False, r.outlier_prob))
+        return bounds
+
+    def _check_ranges(self) -> None:
+        r = self.settings.ranges
+        key = f"{self.settings.config_source}.activations.range_estimator"
+        for side, kind in (("min", r.min_type), ("max", r.max_type), ("max", r.symmetric_max_type)):
+            if kind is not None and kind not in ESTIMATOR_TYPES:
+                raise NotSupportedError(f"{key}.{side}.type: '{kind}' is not supported; "
+                                        f"expected one of {', '.join(ESTIMATOR_TYPES)}")
+        for side, name in (("min", r.min_aggregator), ("max", r.max_aggregator)):
+            if name not in AGGREGATORS:
+                raise NotSupportedError(f"{key}.{side}.aggregator: '{name}' is not supported; "
+                                        f"expected one of {', '.join(AGGREGATORS)}")
+
+    def _apply_granularity(self) -> None:
+        """``activation_per_channel``: make every activation quantizer per channel (axis 1)."""
+        if not self.settings.activation_per_channel:
+            return
+        for q in self.activations:
+            if q.channel_axis is not None:
+                continue
+            shape = q.output.get_partial_shape()
+            if shape.rank.is_dynamic or shape.rank.get_length() < 2 or shape[1].is_dynamic:
+                raise NotSupportedError(
+                    f"{self.settings.config_source}.activations.granularity: 'perchannel' needs a static channel "
+                    f"dimension (axis 1); tensor '{q.output.get_node().get_friendly_name()}' has shape {shape}; "
+                    "expected 'pertensor' for this model")
+            q.channel_axis = 1
+
+    @staticmethod
+    def _requests(q: ActivationQuantizer, kind: str, low: bool, prob: float) -> list[StatisticRequest]:
+        ax = q.channel_axis
+        pc = ax is not None
+        lo_r = Reduction.MIN_PER_CHANNEL if pc else Reduction.MIN
+        hi_r = Reduction.MAX_PER_CHANNEL if pc else Reduction.MAX
+        if kind == "min":
+            return [StatisticRequest(q.output, lo_r, ax)]
+        if kind == "max":
+            return [StatisticRequest(q.output, hi_r, ax)]
+        if kind == "abs_max":
+            return [StatisticRequest(q.output, lo_r, ax), StatisticRequest(q.output, hi_r, ax)]
+        if kind == "quantile":
+            if low:
+                return [StatisticRequest(q.output, Reduction.QUANTILE_LOW_PER_CHANNEL if pc else Reduction.QUANTILE_LOW,
+                                         ax, prob)]
+            return [StatisticRequest(q.output, Reduction.QUANTILE_HIGH_PER_CHANNEL if pc else Reduction.QUANTILE_HIGH,
+                                     ax, prob)]
+        # abs_quantile; a lower bound also needs the sign of the tensor
+        reqs = [StatisticRequest(q.output, Reduction.ABS_QUANTILE_PER_CHANNEL if pc else Reduction.ABS_QUANTILE,
+                                 ax, prob)]
+        return reqs + ([StatisticRequest(q.output, lo_r, ax)] if low else [])
 
     def _first_layers(self) -> set[int]:
         """Instance ids of weighted ops with no quantized weighted op upstream of their data input."""
@@ -569,8 +680,13 @@ class MinMaxQuantization:
         for (_, keep_axes), members, value in zip(groups.keys(), groups.values(), values):
             narrow = s.weight_bits == 8 and any(m.node.get_instance_id() in fix for m in members)
             value = value.astype(np.float32)
+            levels = s.weight_levels
+            if narrow and levels:
+                levels = narrow_levels(*levels)
             params = compute_weight_params(value, keep_axes, mode=s.weight_mode,
-                                           bits=s.weight_bits - 1 if narrow else s.weight_bits, narrow_range=True)
+                                           bits=s.weight_bits - 1 if narrow else s.weight_bits, narrow_range=True,
+                                           level_low=levels[0] if levels else None,
+                                           level_high=levels[1] if levels else None, estimator=s.weight_ranges)
             codes = quantize_to_int(value, params)
             dequantized = dequantize(codes, params)
             for m in members:
@@ -579,48 +695,66 @@ class MinMaxQuantization:
     def compute_ranges(self, stats: Statistics) -> None:
         """Set ``params`` of every activation quantizer from the collected statistics.
 
-        :param stats: per-sample MIN/MAX of each quantized tensor.
-        :raises NotSupportedError: on a range-estimator type that is not available.
+        Per tensor: the lower and upper bounds are estimated (:class:`RangeSpec`), clipped by the
+        clipping values, then the mode is chosen (:meth:`_mode_for`); a symmetric quantizer takes
+        its upper bound from ``symmetric_max_type`` when set, and ``clipping_value`` bounds its
+        ``max|x|``. Per channel: the same with arrays ``(1, C, 1, ...)`` and the settings' mode.
+        The grid is ``activation_levels`` when set (halved for the narrowed second input of an
+        activation x activation MatMul), else that of ``activation_bits``.
+
+        :param stats: the statistics requested by :meth:`statistic_requests`.
+        :raises NotSupportedError: on a range-estimator type or aggregator that is not available.
         """
         r = self.settings.ranges
-        for name in (r.min_aggregator, r.max_aggregator):
-            if name not in AGGREGATORS:
-                raise NotSupportedError(f"range_estimator aggregator '{name}' is not supported yet; "
-                                        f"expected one of {', '.join(AGGREGATORS)}")
+        self._check_ranges()
         for q in self.activations:
-            if q.channel_axis is not None:
-                rank = q.output.get_partial_shape().rank.get_length()
-                view = [1] * rank
-                view[q.channel_axis] = -1
-                lo = stats.get(q.output, Reduction.MIN_PER_CHANNEL, q.channel_axis).min(axis=0).reshape(view)
-                hi = stats.get(q.output, Reduction.MAX_PER_CHANNEL, q.channel_axis).max(axis=0).reshape(view)
-                q.stats = (float(lo.min()), float(hi.max()))
-                q.params = compute_activation_params(lo, hi, self.activation_mode, self.settings.activation_bits)
-                continue
-            mins = stats.get(q.output, Reduction.MIN)
-            maxs = stats.get(q.output, Reduction.MAX)
-            lo = self._estimate(mins, maxs, r.min_type, r.min_aggregator, low=True)
-            hi = self._estimate(mins, maxs, r.max_type, r.max_aggregator, low=False)
-            if r.clipping_value is not None:
-                hi = min(hi, r.clipping_value)
-            q.stats = (lo, hi)
-            bits = self.settings.activation_bits
+            lo = self._estimate(stats, q, r.min_type, r.min_aggregator, True, r.min_outlier_prob)
+            hi = self._estimate(stats, q, r.max_type, r.max_aggregator, False, r.outlier_prob)
+            lo, hi = self._clip(lo, hi)
+            mode = self._mode_for(lo, hi) if q.channel_axis is None else self.activation_mode
+            if mode == "symmetric":
+                if r.symmetric_max_type:
+                    hi = self._estimate(stats, q, r.symmetric_max_type, r.max_aggregator, False, r.outlier_prob)
+                    lo, hi = self._clip(lo, hi)
+                if r.clipping_value is not None:  # bounds max|x| of a symmetric range
+                    lo = np.maximum(lo, -abs(r.clipping_value))
+            bits, levels = self.settings.activation_bits, self.settings.activation_levels
             if bits == 8 and self.settings.saturation_fix != "no" and q.output in self._second_operands:
                 bits = 7
-            q.params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits)
+                levels = narrow_levels(*levels) if levels else None
+            if q.channel_axis is None:
+                q.stats = (float(lo), float(hi))
+            else:
+                q.stats = (float(np.min(lo)), float(np.max(hi)))
+            q.params = compute_activation_params(lo, hi, mode, bits, *(levels or (None, None)))
         self._unify_ranges()
 
     def _unify_ranges(self) -> None:
-        """Give every quantizer of a unified group (the inputs of one Concat) the union of the
-        group's ranges, with the narrowest bit width any member needs."""
+        """Give every per-tensor quantizer of a unified group (the inputs of one Concat) the union
+        of the group's ranges, on the narrowest grid any member needs."""
+        s = self.settings
         for members in self.unified:
+            members = [m for m in members if m.channel_axis is None]
+            if len(members) < 2:
+                continue
             lo = min(m.stats[0] for m in members)
             hi = max(m.stats[1] for m in members)
-            levels = min(m.params.levels for m in members)
-            bits = int(np.log2(levels)) if levels & (levels - 1) == 0 else self.settings.activation_bits
-            params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits)
+            bits, levels = s.activation_bits, s.activation_levels
+            if bits == 8 and s.saturation_fix != "no" and any(m.output in self._second_operands for m in members):
+                bits = 7
+                levels = narrow_levels(*levels) if levels else None
+            params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits, *(levels or (None, None)))
             for m in members:
                 m.params = params
+
+    def _clip(self, lo, hi):
+        """Apply ``min_clipping_value`` (raises ``lo``) and ``clipping_value`` (lowers ``hi``)."""
+        r = self.settings.ranges
+        if r.min_clipping_value is not None:
+            lo = np.maximum(lo, r.min_clipping_value) if np.ndim(lo) else max(lo, r.min_clipping_value)
+        if r.clipping_value is not None:
+            hi = np.minimum(hi, r.clipping_value) if np.ndim(hi) else min(hi, r.clipping_value)
+        return lo, hi
 
     def _mode_for(self, lo: float, hi: float) -> str:
         """The activation mode of one per-tensor quantizer (see ``MinMaxSettings.skewed_asymmetric``)."""
@@ -630,15 +764,53 @@ class MinMaxQuantization:
             return "asymmetric"
         return self.activation_mode
 
-    def _estimate(self, mins: np.ndarray, maxs: np.ndarray, kind: str, aggregator: str, low: bool) -> float:
+    def _estimate(self, stats: Statistics, q: ActivationQuantizer, kind: str, aggregator: str, low: bool,
+                  prob: float):
+        """One bound of ``q``'s range from the statistics (see :class:`RangeSpec`).
+
+        :param kind: the per-sample statistic, one of :data:`ESTIMATOR_TYPES`.
+        :param aggregator: key of :data:`AGGREGATORS` (per-tensor quantizers only).
+        :param low: the lower bound (True) or the upper one.
+        :param prob: the bound's ``outlier_prob``.
+        :return: a float per tensor; per channel a float64 array ``(1, C, 1, ...)`` (rank of the tensor).
+        """
+        out, ax = q.output, q.channel_axis
+        if ax is None:
+            def get(reduction, p=None):
+                return stats.get(out, reduction, None, p)
+
+            if kind == "min":
+                values = get(Reduction.MIN)
+            elif kind == "max":
+                values = get(Reduction.MAX)
+            elif kind == "abs_max":
+                values = np.maximum(np.abs(get(Reduction.MIN)), np.abs(get(Reduction.MAX)))
+            elif kind == "quantile":
+                values = get(Reduction.QUANTILE_LOW if low else Reduction.QUANTILE_HIGH, prob)
+            else:
+                values = get(Reduction.ABS_QUANTILE, prob)
+            value = AGGREGATORS[aggregator](values, prob)
+            if kind.startswith("abs_") and low:
+                return -value if float(np.min(get(Reduction.MIN))) < 0 else 0.0
+            return value
+
+        def folded(reduction, p=None):
+            row = stats.get(out, reduction, ax, p)
+            return row.min(axis=0) if reduction in (Reduction.MIN_PER_CHANNEL, Reduction.QUANTILE_LOW_PER_CHANNEL) \
+                else row.max(axis=0)
+
         if kind == "min":
-            values = mins
+            value = folded(Reduction.MIN_PER_CHANNEL)
         elif kind == "max":
-            values = maxs
+            value = folded(Reduction.MAX_PER_CHANNEL)
         elif kind == "abs_max":
-            values = np.maximum(np.abs(mins), np.abs(maxs))
-            agg = AGGREGATORS[aggregator](values, self.settings.ranges.outlier_prob)
-            return -agg if low and float(np.min(mins)) < 0 else (0.0 if low else agg)
+            value = np.maximum(np.abs(folded(Reduction.MIN_PER_CHANNEL)), np.abs(folded(Reduction.MAX_PER_CHANNEL)))
+        elif kind == "quantile":
+            value = folded(Reduction.QUANTILE_LOW_PER_CHANNEL if low else Reduction.QUANTILE_HIGH_PER_CHANNEL, prob)
         else:
-            raise NotSupportedError(f"range_estimator type '{kind}' is not supported yet; expected min, max or abs_max")
-        return AGGREGATORS[aggregator](values, self.settings.ranges.outlier_prob)
+            value = folded(Reduction.ABS_QUANTILE_PER_CHANNEL, prob)
+        if kind.startswith("abs_") and low:
+            value = np.where(folded(Reduction.MIN_PER_CHANNEL) < 0, -value, 0.0)
+        view = [1] * out.get_partial_shape().rank.get_length()
+        view[ax] = -1
+        return value.reshape(view)

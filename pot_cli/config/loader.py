@@ -441,9 +441,14 @@ class _Builder:
         if q is None:
             return None
         low, high = q.get("level_low"), q.get("level_high")
+        zero = "expected level_low <= 0 < level_high (zero must be one of the levels)"
         if low is not None and high is not None and int(low) >= int(high):
             self.problem(path + ["level_high"], f"value {high} is not above level_low {low}; "
                          "expected level_high > level_low")
+        elif low is not None and int(low) > 0:
+            self.problem(path + ["level_low"], f"value {low} is above 0; {zero}")
+        elif high is not None and int(high) <= 0:
+            self.problem(path + ["level_high"], f"value {high} is not above 0; {zero}")
         return QuantizerOverrides(
             bits=_opt_int(q.get("bits")),
             mode=q.get("mode"),

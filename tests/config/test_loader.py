@@ -339,6 +339,16 @@ def test_levels_must_be_ordered(ir):
                         "value 5 is not above level_low 5; expected level_high > level_low")
 
 
+@pytest.mark.parametrize("levels,message", [
+    ({"level_low": 1, "level_high": 255}, "level_low: value 1 is above 0"),
+    ({"level_high": -1}, "level_high: value -1 is not above 0"),
+])
+def test_levels_must_contain_zero(ir, levels, message):
+    err = error_of(with_params(ir, {"activations": levels}))
+    assert str(err) == (f"<command line>: compression.algorithms[0].params.activations.{message}; "
+                        "expected level_low <= 0 < level_high (zero must be one of the levels)")
+
+
 # --- dataclasses, defaults, normalisation ------------------------------------------------------
 
 def test_defaults_applied(ir):
