@@ -23,7 +23,7 @@ from pot_cli.algorithms.min_max import AGNOSTIC_OPS, QUANTILE_PRESET, MinMaxSett
 from pot_cli.algorithms.recurrent import recurrent_op_settings
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
-from pot_cli.errors import ConfigError, NotSupportedError, UsageError
+from pot_cli.errors import ConfigError, NotSupportedError, UsageError, runtime_error_text
 from pot_cli.graph.model import load_model, quantized_layers, save_model_atomic
 from pot_cli.graph.patterns import WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
@@ -311,7 +311,11 @@ def _check_speed(fp_model, model, result, iter_samples, indices, device: str):
     def revert(target, group: str) -> None:
         revert_group(target, group, fp_ops, lambda output: is_constant_subgraph(output, cache))
 
-    model, check = check_layer_speed(fp_model, model, group_ops(model, result), sample, revert, device=device)
+    try:
+        model, check = check_layer_speed(fp_model, model, group_ops(model, result), sample, revert, device=device)
+    except RuntimeError as e:  # a measurement problem must not cost the user the quantized model
+        log.warning("speed check skipped: %s; every quantized layer is kept", runtime_error_text(e))
+        return model, result, {"error": runtime_error_text(e)}
     log.info("speed check: %d of %d quantized layer(s) kept in floating point (slower in INT8 on %s); "
              "runtime node time %.0f us -> %.0f us per inference (FP32 %.0f us)",
              len(check.reverted), len(check.layers), device, check.int8_us_before, check.int8_us, check.fp32_us)
@@ -544,6 +548,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         report["evaluation"] = evaluation
     if speed_report is not None:
         report["speed_check"] = speed_report
+        report["summary"]["kept_in_float_for_speed"] = len(speed_report.get("reverted", ()))
     times["report_s"] = time.perf_counter() - t
 
     def report_files(save_seconds: float) -> dict[str, str]:

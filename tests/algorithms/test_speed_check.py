@@ -156,3 +156,23 @@ def test_cli_target_cpu_reports_a_decision_per_layer_that_matches_the_saved_mode
 def test_speed_check_is_on_by_default_only_for_a_cpu_target(tiny_model_dir, tmp_path, extra, expected):
     report, _ = _run_cli(tiny_model_dir, tmp_path, *extra)
     assert ("speed_check" in report) is expected
+
+
+def test_a_failing_measurement_keeps_every_quantized_layer(tiny_model_dir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pot_cli.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Exception from src/plugin.cpp:1:\nprofiling is not available")
+
+    monkeypatch.setattr(speed_check, "check_layer_speed", broken)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["-q", "default", "-m", str(tiny_model_dir / "model" / "tiny.xml"),
+                                       "--data-source", str(tiny_model_dir / "images"), "--target-device", "CPU",
+                                       "--output-dir", str(out), "-d"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "optimized" / "report.json").read_text())
+    assert report["speed_check"] == {"error": "profiling is not available"}
+    assert report["summary"]["activation_quantizers"] == 1
+    assert "speed check skipped: profiling is not available" in result.output + (result.stderr or "")
