@@ -286,6 +286,11 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
     )
 
 
+#: the speed check's time budget: this share of the time spent before it, at least the minimum (s)
+SPEED_CHECK_SHARE = 0.6
+SPEED_CHECK_MIN_S = 0.5
+
+
 def _speed_check_enabled(params, config) -> bool:
     """``speed_check`` as configured; by default on when the target is this kind of device: CPU or
     CPU_SPR, measured on the CPU. ``ANY`` asks for a portable model, so there the host CPU does not
@@ -295,7 +300,7 @@ def _speed_check_enabled(params, config) -> bool:
     return config.compression.target_device in ("CPU", "CPU_SPR") and config.engine.device == "CPU"
 
 
-def _check_speed(fp_model, model, result, iter_samples, indices, device: str):
+def _check_speed(fp_model, model, result, iter_samples, indices, device: str, budget_s: float | None = None):
     """Run :func:`pot_cli.algorithms.speed_check.check_layer_speed` on the first calibration sample.
 
     :return: the model to save, its records, and the report's ``speed_check`` section.
@@ -312,7 +317,8 @@ def _check_speed(fp_model, model, result, iter_samples, indices, device: str):
         revert_group(target, group, fp_ops, lambda output: is_constant_subgraph(output, cache))
 
     try:
-        model, check = check_layer_speed(fp_model, model, group_ops(model, result), sample, revert, device=device)
+        model, check = check_layer_speed(fp_model, model, group_ops(model, result), sample, revert, device=device,
+                                         budget_s=budget_s)
     except RuntimeError as e:  # a measurement problem must not cost the user the quantized model
         log.warning("speed check skipped: %s; every quantized layer is kept", runtime_error_text(e))
         return model, result, {"error": runtime_error_text(e)}
@@ -501,14 +507,22 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             times["quantization_s"] = time.perf_counter() - t
             if speed_check and result.quantizers:
                 t = time.perf_counter()
+                # the check may take about half as long as everything before it
                 model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
-                                                           config.engine.device)
+                                                           config.engine.device,
+                                                           budget_s=max(SPEED_CHECK_MIN_S, SPEED_CHECK_SHARE * (t - t0)))
+                if speed_report.get("reverted") and not result.quantizers:
+                    # nothing pays in INT8: write the input model itself, not the aligned/corrected copy
+                    model = load_model(config.model.model, config.model.weights,
+                                       allow_quantized=options.allow_quantized)
+                    result = DefaultQuantizationResult()
+                    alignment = [] if alignment is not None else None
                 times["speed_check_s"] = time.perf_counter() - t
             elif not speed_check and config.compression.target_device == "ANY" and params.speed_check is None:
                 log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
                          "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
             del fp_model
-        if not result.quantizers:
+        if not result.quantizers and not (speed_report and speed_report.get("reverted")):
             log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
                         "the output model stays in floating point")
         log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases",

@@ -73,6 +73,7 @@ class SpeedCheckResult:
     :param int8_us_before: the same for the model before any revert.
     :param rounds: measurement rounds run.
     :param seconds: wall time of the whole check.
+    :param skipped: layer categories not tried for lack of time (see ``budget_s``).
     """
 
     layers: list[LayerTiming] = field(default_factory=list)
@@ -82,13 +83,14 @@ class SpeedCheckResult:
     int8_us_before: float = 0.0
     rounds: int = 0
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
 
     def report(self) -> dict:
         """The ``speed_check`` section of report.json (times in microseconds per inference)."""
         return {
             "fp32_us": round(self.fp32_us, 1), "int8_us_before": round(self.int8_us_before, 1),
             "int8_us": round(self.int8_us, 1), "rounds": self.rounds, "seconds": round(self.seconds, 3),
-            "reverted": list(self.reverted),
+            "reverted": list(self.reverted), "categories_not_tried": list(self.skipped),
             "layers": [{"layer": t.layer, "type": t.type, "fp32_us": round(t.fp32_us, 2),
                         "int8_us": round(t.int8_us, 2), "decision": "int8" if t.int8 else "float",
                         "round": t.round} for t in self.layers],
@@ -105,26 +107,39 @@ class _Profiler:
     """
 
     def __init__(self, core: ov.Core, model: ov.Model, inputs: dict[str, np.ndarray], device: str):
+        t0 = time.perf_counter()
         self.compiled = core.compile_model(model, device, {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"})
+        self.compile_seconds = time.perf_counter() - t0
         self.request = self.compiled.create_infer_request()
         self.inputs = inputs
-        self.totals: dict[str, float] = defaultdict(float)
-        self.runs = 0
+        self.node_seconds: dict[str, list[float]] = defaultdict(list)
+        self.wall_seconds: list[float] = []
         self.request.infer(inputs)  # warm-up: first-run allocations are not the layer's cost
 
     def run(self, n: int) -> float:
-        """Run ``n`` inferences, accumulate node times; return the wall seconds taken."""
+        """Run ``n`` inferences, record node and wall times; return the wall seconds taken."""
         t0 = time.perf_counter()
         for _ in range(n):
+            start = time.perf_counter()
             self.request.infer(self.inputs)
+            self.wall_seconds.append(time.perf_counter() - start)
             for info in self.request.profiling_info:
-                self.totals[info.node_name] += info.real_time.total_seconds()
-        self.runs += n
+                self.node_seconds[info.node_name].append(info.real_time.total_seconds())
         return time.perf_counter() - t0
 
+    def reset(self) -> None:
+        """Forget the times recorded so far (a new interleaved comparison starts)."""
+        self.node_seconds.clear()
+        self.wall_seconds.clear()
+
     def total_us(self) -> float:
-        """Sum of node times, microseconds per inference."""
-        return 1e6 * sum(self.totals.values()) / max(self.runs, 1)
+        """Median wall time of one inference, microseconds (medians: a preempted run on a busy
+        machine does not move them)."""
+        return 1e6 * float(np.median(self.wall_seconds)) if self.wall_seconds else 0.0
+
+    def node_us(self) -> dict[str, float]:
+        """Median time of each runtime node, microseconds per inference."""
+        return {name: 1e6 * float(np.median(v)) for name, v in self.node_seconds.items()}
 
     def group_times(self, groups: set[str]) -> dict[str, float]:
         """Microseconds per inference of each group in ``groups`` (see the module docstring)."""
@@ -156,8 +171,7 @@ class _Profiler:
             return found
 
         out: dict[str, float] = defaultdict(float)
-        for name, seconds in self.totals.items():
-            us = 1e6 * seconds / max(self.runs, 1)
+        for name, us in self.node_us().items():
             targets = owners.get(name) or (sorted(downstream_groups(name)) if kind.get(name) in CONVERSION_TYPES else [])
             for g in targets:
                 out[g] += us / len(targets)
@@ -165,13 +179,13 @@ class _Profiler:
 
 
 #: inferences per model per measurement at most (enough for stable per-node means on small models)
-MAX_RUNS = 120
+MAX_RUNS = 100
 
 
 def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) -> None:
     """Run both profilers alternately in ``chunks`` slices of at most ``seconds`` in total and at
     most :data:`MAX_RUNS` inferences each."""
-    probe = max(fp32.run(1), int8.run(1), 1e-5)
+    probe = max((fp32.run(2) + int8.run(2)) / 4, 1e-5)  # seconds per run, profiling overhead included
     n = max(3, min(int(seconds / chunks / 2 / probe), MAX_RUNS // chunks))
     for _ in range(chunks):
         fp32.run(n)
@@ -203,7 +217,8 @@ def layer_category(node: ov.Node) -> str:
 def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.Node],
                       inputs: dict[str, np.ndarray], revert, device: str = "CPU", seconds: float = 0.3,
                       margin: float = 0.05, min_gain_us: float = 0.5, accept: float = 0.01,
-                      max_trials: int = 4, core: ov.Core | None = None) -> tuple[ov.Model, SpeedCheckResult]:
+                      max_trials: int = 4, budget_s: float | None = None,
+                      core: ov.Core | None = None) -> tuple[ov.Model, SpeedCheckResult]:
     """Revert the quantized layer groups that do not run faster in INT8 than in FP32 on ``device``.
 
     Per-layer times are not additive: reverting one layer changes the conversions of its
@@ -228,6 +243,9 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     :param min_gain_us: absolute slack in microseconds, against timer noise on tiny layers.
     :param accept: relative drop of the total time a trial must bring to be kept.
     :param max_trials: category trials at most.
+    :param budget_s: seconds the whole check may take: a trial that would end after it (its
+        expected cost is one compilation and one measurement, as measured on the quantized model)
+        is not started; the FP32 comparison at the end always runs. None: no limit.
     :param core: an OpenVINO core to reuse.
     :return: the model to save (``model`` itself when nothing was reverted) and the record.
     """
@@ -251,13 +269,19 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             excess[category] += t.int8_us - t.fp32_us
             candidates[category].append(g)
     current = model
-    for category in sorted(candidates, key=lambda c: -excess[c])[:max_trials]:
+    measure_seconds = time.perf_counter() - t0 - fp32.compile_seconds - state.compile_seconds
+    order = sorted(candidates, key=lambda c: -excess[c])[:max_trials]
+    for k, category in enumerate(order):
+        expected = time.perf_counter() - t0 + state.compile_seconds + measure_seconds
+        if budget_s is not None and expected > budget_s:
+            result.skipped = order[k:]
+            log.info("speed check: time budget of %.1f s reached; not tried: %s", budget_s, ", ".join(order[k:]))
+            break
         trial_model = current.clone()
         for g in candidates[category]:
             revert(trial_model, g)
         trial = _Profiler(core, trial_model, inputs, device)
-        state.totals.clear()
-        state.runs = 0
+        state.reset()
         _measure(state, trial, seconds)
         result.rounds += 1
         kept = trial.total_us() < state.total_us() * (1.0 - accept)
@@ -269,12 +293,12 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
                 timings[g].int8, timings[g].round = False, result.rounds
             result.reverted += candidates[category]
             current, state = trial_model, trial
-    # never slower than FP32: compare the result with the FP32 model, interleaved
-    fp32.totals.clear()
-    fp32.runs = 0
-    state.totals.clear()
-    state.runs = 0
-    _measure(fp32, state, seconds)
+    # never slower than FP32: compare the result with the FP32 model, interleaved (the first
+    # measurement already did when no trial was kept)
+    if result.reverted:
+        fp32.reset()
+        state.reset()
+        _measure(fp32, state, seconds)
     result.fp32_us, result.int8_us = fp32.total_us(), state.total_us()
     if result.int8_us > result.fp32_us:
         rest = [g for g in groups if timings[g].int8]

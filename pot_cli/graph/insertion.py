@@ -86,7 +86,28 @@ def insert_weight_fake_quantize(target: ov.Input, value: np.ndarray, params: Qua
     return fq.output(0)
 
 
+#: constants with fewer elements than this are written in the consumer's type (see
+#: :func:`replace_constant_input`)
+KEEP_F32_BELOW = 1024
+
+
 def replace_constant_input(target: ov.Input, value: np.ndarray, name: str) -> None:
-    """Feed ``target`` with a new Constant holding ``value`` (in the input's element type)."""
-    node = _const(value, target.get_element_type(), name)
+    """Feed ``target`` with a new Constant holding ``value`` (in the input's element type).
+
+    When the input read a compressed constant (``Constant(f16/bf16) -> Convert``, as in an FP16
+    IR), the new value is stored the same way, so an edited layer does not double its size in
+    the ``.bin``. Small values (biases, under :data:`KEEP_F32_BELOW` elements) stay in the input's
+    type: a bias correction is a small shift that f16 would round away.
+    """
+    src = target.get_source_output().get_node()
+    stored = None
+    if src.get_type_name() == "Convert" and np.size(value) >= KEEP_F32_BELOW:
+        const = src.input_value(0).get_node()
+        if const.get_type_name() == "Constant" and const.get_element_type() == ov.Type.f16:
+            stored = ov.Type.f16
+    if stored is None:
+        node = _const(value, target.get_element_type(), name)
+    else:
+        node = ops.convert(_const(value, stored, name), target.get_element_type())
+        node.set_friendly_name(f"{name}/decompress")
     target.replace_source_output(node.output(0))
