@@ -177,3 +177,25 @@ def test_a_failing_measurement_keeps_every_quantized_layer(tiny_model_dir, tmp_p
     assert report["speed_check"] == {"error": "profiling is not available"}
     assert report["summary"]["activation_quantizers"] == 1
     assert "speed check skipped: profiling is not available" in result.output + (result.stderr or "")
+
+
+def test_when_nothing_pays_in_int8_the_input_model_is_written(tiny_model_dir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pot_cli.cli import main
+
+    # INT8 measured slower than FP32 everywhere (totals: FP32 profiler first, then the INT8 one)
+    _fixed_times(monkeypatch, {"conv": 10.0}, {"conv": 10.2}, [10.0, 12.0])
+    out = tmp_path / "out"
+    xml = tiny_model_dir / "model" / "tiny.xml"
+    result = CliRunner().invoke(main, ["-q", "default", "-m", str(xml), "--data-source", str(tiny_model_dir / "images"),
+                                       "--target-device", "CPU", "--output-dir", str(out), "-d"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "optimized" / "report.json").read_text())
+    assert report["speed_check"]["reverted"] == ["conv"]
+    assert report["summary"]["kept_in_float_for_speed"] == 1 and report["quantizers"] == []
+    written = ov.Core().read_model(out / "optimized" / "tiny.xml")
+    original = ov.Core().read_model(xml)
+    assert sorted(o.get_type_name() for o in written.get_ops()) == sorted(o.get_type_name() for o in original.get_ops())
+    assert (out / "optimized" / "tiny.bin").read_bytes() == (tiny_model_dir / "model" / "tiny.bin").read_bytes()
