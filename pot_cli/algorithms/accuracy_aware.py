@@ -108,19 +108,38 @@ def _bypass_fake_quantize(inp: ov.Input) -> None:
     t = node.get_type_name()
     if t == "FakeQuantize":
         inp.replace_source_output(node.input_value(0))
-    elif (t in AGNOSTIC_OPS or t == "Concat") and len(src.get_target_inputs()) == 1 and not any(
+    elif _carries(node) and len(src.get_target_inputs()) == 1 and not any(
             node.output(k).get_target_inputs() for k in range(node.get_output_size()) if k != src.get_index()):
         for upstream in (node.inputs() if t == "Concat" else [node.input(0)]):
             _bypass_fake_quantize(upstream)
 
 
+def _carries(node: ov.Node) -> bool:
+    """Agnostic ops and Concat only carry quantized data to the layer after them."""
+    return node.get_type_name() in AGNOSTIC_OPS or node.get_type_name() == "Concat"
+
+
 def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ...]:
     """Friendly names of the quantized layers, in topological order: the ops that read a
-    quantizer, except agnostic ops and Concat, which only carry INT8 data to a layer."""
+    quantizer, or read it through agnostic ops and Concat (a quantizer moved in front of a
+    MaxPool or Transpose belongs to the layer after it)."""
     names = {c.rsplit(":", 1)[0] for q in result.quantizers for c in q.consumers}
-    return tuple(op.get_friendly_name() for op in model.get_ordered_ops()
-                 if op.get_friendly_name() in names and op.get_type_name() not in AGNOSTIC_OPS
-                 and op.get_type_name() != "Concat")
+    ordered = model.get_ordered_ops()
+    found: set[str] = set()
+    stack = [op for op in ordered if op.get_friendly_name() in names]
+    seen: set[int] = set()
+    while stack:
+        op = stack.pop()
+        if op.get_instance_id() in seen:
+            continue
+        seen.add(op.get_instance_id())
+        if op.get_type_name() == "Result":
+            continue
+        if not _carries(op):
+            found.add(op.get_friendly_name())
+            continue
+        stack.extend(t.get_node() for out in op.outputs() for t in out.get_target_inputs())
+    return tuple(op.get_friendly_name() for op in ordered if op.get_friendly_name() in found)
 
 
 def group_ops(model: ov.Model, result: DefaultQuantizationResult) -> dict[str, ov.Node]:

@@ -185,7 +185,8 @@ def test_second_matmul_operand_keeps_seven_bits_after_moving_through_a_transpose
     kt = _named(ops.transpose(ops.relu(kx), ops.constant(np.array([0, 2, 1], np.int64))), "k_t")
     mm = _named(ops.matmul(ops.relu(qx), kt, False, False), "scores")
     model = _model([mm], [qx, kx], "attention")
-    quantize(model, low=-1.0, high=1.0)
+    result = quantize(model, low=-1.0, high=1.0)
+    assert list(group_ops(model, result)) == ["scores"]  # the Transpose only carries INT8 data
     q = fqs(model)
     moved = q["k_t/fq_input_0"]
     assert source(moved, 0).get_type_name() == "Relu"
