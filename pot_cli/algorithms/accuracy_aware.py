@@ -123,9 +123,11 @@ def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ..
     """Friendly names of the quantized layers, in topological order: the ops that read a
     quantizer, or read it through agnostic ops and Concat (a quantizer moved in front of a
     MaxPool or Transpose belongs to the layer after it)."""
-    names = {c.rsplit(":", 1)[0] for q in result.quantizers for c in q.consumers}
+    names = {c.rsplit(":", 1)[0] for q in result.quantizers if q.kind == "activation" for c in q.consumers}
     ordered = model.get_ordered_ops()
-    found: set[str] = set()
+    # weighted layers are groups; an embedding table stored as INT8 (a Gather) is not a layer
+    found: set[str] = {c.rsplit(":", 1)[0] for q in result.quantizers if q.kind == "weights" for c in q.consumers}
+    found -= {op.get_friendly_name() for op in ordered if op.get_type_name() == "Gather"}
     stack = [op for op in ordered if op.get_friendly_name() in names]
     seen: set[int] = set()
     while stack:
