@@ -141,8 +141,14 @@ class _Profiler:
         """Median time of each runtime node, microseconds per inference."""
         return {name: 1e6 * float(np.median(v)) for name, v in self.node_seconds.items()}
 
-    def group_times(self, groups: set[str]) -> dict[str, float]:
-        """Microseconds per inference of each group in ``groups`` (see the module docstring)."""
+    def group_times(self, groups: set[str] | dict[str, str]) -> dict[str, float]:
+        """Microseconds per inference of each group (see the module docstring).
+
+        :param groups: group names, or a mapping of op names to the group they belong to (a
+            layer's bias Add: the CPU plugin may name a fused FullyConnected after it only).
+        """
+        if not isinstance(groups, dict):
+            groups = {g: g for g in groups}
         runtime = self.compiled.get_runtime_model()
         owners: dict[str, list[str]] = {}
         kind: dict[str, str] = {}
@@ -152,7 +158,8 @@ class _Profiler:
             rt = op.get_rt_info()
             original = rt["originalLayersNames"].astype(str) if "originalLayersNames" in rt else ""
             # low-precision transformations rename a layer ``<name>/DequantizationMultiply``
-            owners[name] = sorted({g.split("/Dequantization")[0] for g in original.split(",")} & groups)
+            owners[name] = sorted({groups[g] for g in {o.split("/Dequantization")[0] for o in original.split(",")}
+                                   if g in groups})
             kind[name] = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
             consumers[name] = [t.get_node().get_friendly_name() for out in op.outputs()
                                for t in out.get_target_inputs()]
@@ -190,6 +197,21 @@ def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) 
     for _ in range(chunks):
         fp32.run(n)
         int8.run(n)
+
+
+def _aliases(groups: dict[str, ov.Node]) -> dict[str, str]:
+    """Op name -> group: each group's own name, and its bias (an Add or Multiply with a constant
+    input right after it, the group's only consumer), whose name the plugin may keep alone."""
+    out = {name: name for name in groups}
+    for name, node in groups.items():
+        targets = list(node.output(0).get_target_inputs())
+        if len(targets) != 1:
+            continue
+        after = targets[0].get_node()
+        if after.get_type_name() in ("Add", "Multiply") and after.get_friendly_name() not in groups and any(
+                is_constant_subgraph(i.get_source_output(), {}) for i in after.inputs()):
+            out.setdefault(after.get_friendly_name(), name)
+    return out
 
 
 def layer_category(node: ov.Node) -> str:
@@ -252,12 +274,12 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     t0 = time.perf_counter()
     core = core or ov.Core()
     result = SpeedCheckResult()
-    names = set(groups)
+    aliases = _aliases(groups)
     fp32 = _Profiler(core, fp_model, inputs, device)
     state = _Profiler(core, model, inputs, device)
     _measure(fp32, state, seconds)
     result.rounds = 1
-    fp_times, q_times = fp32.group_times(names), state.group_times(names)
+    fp_times, q_times = fp32.group_times(aliases), state.group_times(aliases)
     result.int8_us_before = state.total_us()
     timings = {g: LayerTiming(g, groups[g].get_type_name(), fp_times.get(g, 0.0), q_times.get(g, 0.0))
                for g in groups}

@@ -17,7 +17,7 @@ import pytest
 import models
 from pot_cli.algorithms import speed_check
 from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
-from pot_cli.algorithms.speed_check import _Profiler, check_layer_speed, layer_category
+from pot_cli.algorithms.speed_check import _aliases, _Profiler, check_layer_speed, layer_category
 from pot_cli.graph.model import is_constant_subgraph
 
 from test_placement import fqs, quantize
@@ -54,6 +54,11 @@ def test_group_times_attribute_runtime_nodes_to_each_quantized_layer(build, name
     # attributed time is a part of the measured node times, never more
     assert sum(times.values()) <= sum(prof.node_us().values()) + 1e-6
     assert prof.total_us() > 0
+    # the FP32 model too: a FullyConnected fused with its bias is named after the bias Add only
+    fp_prof = _Profiler(ov.Core(), fp, inputs, "CPU")
+    fp_prof.run(20)
+    fp_times = fp_prof.group_times(_aliases({n: o for n, o in group_ops(fp, result).items()}))
+    assert set(fp_times) == names and all(t > 0 for t in fp_times.values())
 
 
 def test_layer_categories():
@@ -83,7 +88,7 @@ def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
     monkeypatch.setattr(_Profiler, "__init__", init)
     monkeypatch.setattr(speed_check, "_measure", lambda a, b, seconds, chunks=4: None)
     monkeypatch.setattr(_Profiler, "group_times",
-                        lambda self, names: {g: (fp_us if self.index == 0 else int8_us)[g] for g in names})
+                        lambda self, names: {g: (fp_us if self.index == 0 else int8_us)[g] for g in set(names.values())})
     monkeypatch.setattr(_Profiler, "total_us", lambda self: totals[self.index])
     return made
 
