@@ -62,6 +62,15 @@ AGNOSTIC_OPS = frozenset({"MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpo
                           "DepthToSpace", "SpaceToDepth", "ShuffleChannels", "Tile", "Broadcast", "Gather",
                           "ReduceMax", "Crop", "Flatten"})
 
+#: statistic -> (per-tensor reduction, per-channel reduction) read by ``MinMaxQuantization._estimate``
+_STATISTICS = {
+    "min": (Reduction.MIN, Reduction.MIN_PER_CHANNEL),
+    "max": (Reduction.MAX, Reduction.MAX_PER_CHANNEL),
+    "quantile_low": (Reduction.QUANTILE_LOW, Reduction.QUANTILE_LOW_PER_CHANNEL),
+    "quantile_high": (Reduction.QUANTILE_HIGH, Reduction.QUANTILE_HIGH_PER_CHANNEL),
+    "abs_quantile": (Reduction.ABS_QUANTILE, Reduction.ABS_QUANTILE_PER_CHANNEL),
+}
+
 #: per-sample statistics a range bound can be estimated from (POT's ``range_estimator`` types)
 ESTIMATOR_TYPES = ("min", "max", "abs_max", "quantile", "abs_quantile")
 
@@ -775,42 +784,30 @@ class MinMaxQuantization:
         :return: a float per tensor; per channel a float64 array ``(1, C, 1, ...)`` (rank of the tensor).
         """
         out, ax = q.output, q.channel_axis
-        if ax is None:
-            def get(reduction, p=None):
-                return stats.get(out, reduction, None, p)
 
-            if kind == "min":
-                values = get(Reduction.MIN)
-            elif kind == "max":
-                values = get(Reduction.MAX)
-            elif kind == "abs_max":
-                values = np.maximum(np.abs(get(Reduction.MIN)), np.abs(get(Reduction.MAX)))
-            elif kind == "quantile":
-                values = get(Reduction.QUANTILE_LOW if low else Reduction.QUANTILE_HIGH, prob)
-            else:
-                values = get(Reduction.ABS_QUANTILE, prob)
-            value = AGGREGATORS[aggregator](values, prob)
-            if kind.startswith("abs_") and low:
-                return -value if float(np.min(get(Reduction.MIN))) < 0 else 0.0
-            return value
+        def get(statistic: str, p: float | None = None):
+            """Per tensor: one value per sample; per channel: folded over the samples (min for
+            the lower statistics, max for the upper ones)."""
+            per_tensor, per_channel = _STATISTICS[statistic]
+            if ax is None:
+                return stats.get(out, per_tensor, None, p)
+            row = stats.get(out, per_channel, ax, p)
+            return row.min(axis=0) if statistic in ("min", "quantile_low") else row.max(axis=0)
 
-        def folded(reduction, p=None):
-            row = stats.get(out, reduction, ax, p)
-            return row.min(axis=0) if reduction in (Reduction.MIN_PER_CHANNEL, Reduction.QUANTILE_LOW_PER_CHANNEL) \
-                else row.max(axis=0)
-
-        if kind == "min":
-            value = folded(Reduction.MIN_PER_CHANNEL)
-        elif kind == "max":
-            value = folded(Reduction.MAX_PER_CHANNEL)
-        elif kind == "abs_max":
-            value = np.maximum(np.abs(folded(Reduction.MIN_PER_CHANNEL)), np.abs(folded(Reduction.MAX_PER_CHANNEL)))
+        if kind == "abs_max":
+            values = np.maximum(np.abs(get("min")), np.abs(get("max")))
         elif kind == "quantile":
-            value = folded(Reduction.QUANTILE_LOW_PER_CHANNEL if low else Reduction.QUANTILE_HIGH_PER_CHANNEL, prob)
+            values = get("quantile_low" if low else "quantile_high", prob)
+        elif kind == "abs_quantile":
+            values = get("abs_quantile", prob)
         else:
-            value = folded(Reduction.ABS_QUANTILE_PER_CHANNEL, prob)
-        if kind.startswith("abs_") and low:
-            value = np.where(folded(Reduction.MIN_PER_CHANNEL) < 0, -value, 0.0)
+            values = get(kind)
+        abs_low = kind.startswith("abs_") and low  # -value where the tensor goes negative, else 0
+        if ax is None:
+            value = AGGREGATORS[aggregator](values, prob)
+            return (-value if float(np.min(get("min"))) < 0 else 0.0) if abs_low else value
+        if abs_low:
+            values = np.where(get("min") < 0, -values, 0.0)
         view = [1] * out.get_partial_shape().rank.get_length()
         view[ax] = -1
-        return value.reshape(view)
+        return values.reshape(view)
