@@ -511,8 +511,9 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                 model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
                                                            config.engine.device,
                                                            budget_s=max(SPEED_CHECK_MIN_S, SPEED_CHECK_SHARE * (t - t0)))
-                if speed_report.get("reverted") and not result.quantizers:
-                    # nothing pays in INT8: write the input model itself, not the aligned/corrected copy
+                if speed_report.get("reverted") and len(speed_report["reverted"]) == len(speed_report["layers"]):
+                    # nothing pays in INT8: write the input model itself, not the aligned/corrected
+                    # copy (an INT8 embedding table alone only saves space, at some speed)
                     model = load_model(config.model.model, config.model.weights,
                                        allow_quantized=options.allow_quantized)
                     result = DefaultQuantizationResult()
