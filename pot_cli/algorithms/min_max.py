@@ -24,6 +24,7 @@ import openvino as ov
 
 from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstimator, compute_activation_params,
                                               compute_weight_params, dequantize, narrow_levels, quantize_to_int)
+from pot_cli.algorithms.propagation import propagate
 from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
 from pot_cli.graph.patterns import WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float, weight_channel_axes
@@ -340,6 +341,7 @@ class MinMaxQuantization:
                 raise ConfigError(f"ignored.scope: no node named '{name}' in the model", hint=hint)
 
     def _ignored(self, node: ov.Node) -> bool:
+        """Whether ``node`` is in the ignored scope, types, operations or an ignored pattern."""
         return (node.get_instance_id() in self._pattern_ignored
                 or node.get_friendly_name() in self.settings.ignored_scope
                 or node.get_type_name() in self.settings.ignored_types
@@ -417,7 +419,7 @@ class MinMaxQuantization:
         for src, q in by_output.items():
             if per_channel[src]:
                 q.channel_axis = 1
-        self._propagate(by_output)
+        propagate(self, by_output)
         self.activations = list(by_output.values())
         self.unified = [g for g in self.unified if len(g) > 1]
 
@@ -437,107 +439,6 @@ class MinMaxQuantization:
                         return True
                     stack.append(consumer)
         return False
-
-    def _commutes(self, node: ov.Node) -> bool:
-        """Whether a per-tensor FakeQuantize may move from the output of ``node`` to its input 0."""
-        t = node.get_type_name()
-        if t not in self.settings.agnostic_op_types or self._ignored(node) or any(
-                node.output(k).get_target_inputs() for k in range(1, node.get_output_size())):
-            return False  # a second output in use (MaxPool-8 indices) would not be quantized
-        for inp in list(node.inputs())[1:]:
-            src = inp.get_source_output()
-            if is_float(src) and not self.is_constant(src):
-                return False
-        if t == "Pad" and node.get_attributes().get("pad_mode", "constant") == "constant" and node.get_input_size() > 3:
-            value = evaluate_constants([node.input(3).get_source_output()])[0]
-            if np.any(np.asarray(value) != 0):
-                return False
-        return True
-
-    def _propagate(self, by_output: dict[ov.Output, ActivationQuantizer]) -> None:
-        """Move per-tensor quantizers up through agnostic ops and onto Concat inputs (see
-        ``MinMaxSettings.agnostic_op_types`` and ``unified_scale_types``). Updates ``by_output``
-        and ``self.unified`` in place."""
-        group: dict[int, list[ActivationQuantizer]] = {}
-
-        def join(members: list[ActivationQuantizer]) -> None:
-            merged: list[ActivationQuantizer] = []
-            for m in members:
-                for x in group.get(id(m), [m]):
-                    if all(x is not y for y in merged):
-                        merged.append(x)
-            for m in merged:
-                group[id(m)] = merged
-
-        def replace(old: ActivationQuantizer, new: ActivationQuantizer) -> None:
-            members = group.pop(id(old), None)
-            if members is None:
-                return
-            members[:] = [m for m in members if m is not old]  # the list is shared by the group
-            if members:
-                join(members + [new])
-
-        def carry(old: ActivationQuantizer, src: ov.Output) -> None:
-            if old.output in self._second_operands:  # a 7-bit MatMul operand stays 7-bit
-                self._second_operands.add(src)
-
-        def all_consumers_quantized(out: ov.Output, q: ActivationQuantizer) -> bool:
-            wanted = {(i.get_node().get_instance_id(), i.get_index()) for i in q.consumers}
-            targets = {(i.get_node().get_instance_id(), i.get_index()) for i in out.get_target_inputs()}
-            return targets == wanted
-
-        def attach(src: ov.Output, inp: ov.Input) -> ActivationQuantizer | None:
-            existing = by_output.get(src)
-            if existing is not None:
-                if existing.channel_axis is not None:
-                    return None
-                existing.consumers.append(inp)
-                return existing
-            q = by_output[src] = ActivationQuantizer(
-                src, [inp], name=f"{inp.get_node().get_friendly_name()}/fq_input_{inp.get_index()}")
-            return q
-
-        work = list(by_output)
-        while work:
-            out = work.pop()
-            q = by_output.get(out)
-            if q is None or q.channel_axis is not None or not all_consumers_quantized(out, q):
-                continue
-            node = out.get_node()
-            if node.get_type_name() in self.settings.unified_scale_types and not self._ignored(node):
-                srcs = [i.get_source_output() for i in node.inputs()]
-                if not srcs or any(not is_float(s) or self.is_constant(s) for s in srcs) or any(
-                        s in by_output and by_output[s].channel_axis is not None for s in srcs):
-                    continue
-                del by_output[out]
-                for s in srcs:
-                    carry(q, s)
-                members = [attach(s, i) for s, i in zip(srcs, node.inputs())]
-                join(members)
-                replace(q, members[0])
-                work.extend(srcs)
-            elif self._commutes(node):
-                src = node.input(0).get_source_output()
-                if not is_float(src) or self.is_constant(src) or (
-                        src in by_output and by_output[src].channel_axis is not None):
-                    continue
-                del by_output[out]
-                carry(q, src)
-                if src in by_output:
-                    target = attach(src, node.input(0))
-                    replace(q, target)
-                else:
-                    q.output, q.consumers = src, [node.input(0)]
-                    q.name = f"{node.get_friendly_name()}/fq_input_0"
-                    by_output[src] = q
-                work.append(src)
-        alive = {id(q) for q in by_output.values()}
-        seen: set[int] = set()
-        self.unified = []
-        for members in group.values():
-            if id(members) not in seen:
-                seen.add(id(members))
-                self.unified.append([m for m in members if id(m) in alive])
 
     def _add_embedding(self, node: ov.Node) -> None:
         """A Gather from a large constant float table along axis 0 (an embedding): INT8 rows."""
