@@ -385,7 +385,9 @@ class MinMaxQuantization:
             # one quantizer per tensor: per channel only if every quantized consumer wants it
             per_channel[src] = per_channel.get(src, True) and channel_wise
 
-        for node in model.get_ordered_ops():
+        ordered = model.get_ordered_ops()
+        feeding = self._feeding_weighted_ops(ordered) if eltwise else set()
+        for node in ordered:
             t = node.get_type_name()
             if self._ignored(node):
                 continue
@@ -413,7 +415,7 @@ class MinMaxQuantization:
                     add_activation(data)
             elif t in eltwise:
                 srcs = [i.get_source_output() for i in node.inputs()]
-                if all(is_float(o) and not self.is_constant(o) for o in srcs) and self._feeds_weighted_op(node):
+                if all(is_float(o) and not self.is_constant(o) for o in srcs) and node.get_instance_id() in feeding:
                     for inp in node.inputs():
                         add_activation(inp)
         for src, q in by_output.items():
@@ -423,22 +425,18 @@ class MinMaxQuantization:
         self.activations = list(by_output.values())
         self.unified = [g for g in self.unified if len(g) > 1]
 
-    def _feeds_weighted_op(self, node: ov.Node) -> bool:
-        """Whether a weighted op is downstream of ``node``: an element-wise op in a
-        post-processing tail (box decoding after the last layer) gains nothing from INT8."""
-        stack, seen = [node], set()
-        while stack:
-            n = stack.pop()
-            if n.get_instance_id() in seen:
-                continue
-            seen.add(n.get_instance_id())
-            for out in n.outputs():
-                for target in out.get_target_inputs():
-                    consumer = target.get_node()
-                    if consumer.get_type_name() in WEIGHTED_OPS and target.get_index() in (0, 1):
-                        return True
-                    stack.append(consumer)
-        return False
+    @staticmethod
+    def _feeding_weighted_ops(ordered: list[ov.Node]) -> set[int]:
+        """Instance ids of the ops with a weighted op downstream, in one reverse topological pass
+        (an element-wise op in a post-processing tail, such as box decoding after the last
+        layer, gains nothing from INT8)."""
+        feeding: set[int] = set()
+        for node in reversed(ordered):
+            if any((t.get_node().get_type_name() in WEIGHTED_OPS and t.get_index() in (0, 1))
+                   or t.get_node().get_instance_id() in feeding
+                   for out in node.outputs() for t in out.get_target_inputs()):
+                feeding.add(node.get_instance_id())
+        return feeding
 
     def _add_embedding(self, node: ov.Node) -> None:
         """A Gather from a large constant float table along axis 0 (an embedding): INT8 rows."""
