@@ -445,6 +445,21 @@ def ir_weighted_names(core, xml: Path) -> set[str]:
             if op.get_type_name() in IR_WEIGHTED_OP_TYPES}
 
 
+def ir_attention_names(core, xml: Path) -> dict[str, str]:
+    """IR name -> ScaledDotProductAttention name, for each attention op and the ops feeding its
+    query and key (ports 0, 1): the CPU plugin runs an attention either as one fused node that
+    lists the op in ``originalLayersNames``, or decomposed, with a Q.K^T MatMul named after
+    nodes it created, found by its inputs."""
+    out: dict[str, str] = {}
+    for op in core.read_model(str(xml)).get_ops():
+        if op.get_type_name() == "ScaledDotProductAttention":
+            name = op.get_friendly_name()
+            out[name] = name
+            for port in (0, 1):
+                out.setdefault(op.input_value(port).get_node().get_friendly_name(), name)
+    return out
+
+
 def _original_names(rt) -> list[str]:
     """``rt_info['originalLayersNames']`` of a runtime node: the IR ops it executes."""
     if "originalLayersNames" not in rt:
@@ -464,7 +479,21 @@ def _ir_layer(names: list[str], weighted_names: set[str]) -> str | None:
     return None
 
 
-def runtime_structure(core, xml: Path, weighted_names: set[str]) -> dict:
+def _attention_key(op, lt: str, original: list[str], attention: dict[str, str]) -> str | None:
+    """The attention op a runtime node executes (see :func:`ir_attention_names`), or None."""
+    for n in original:
+        if attention.get(n) == n:
+            return n
+    if lt != "MatMul":
+        return None
+    for inp in op.inputs():
+        for n in _original_names(inp.get_source_output().get_node().get_rt_info()):
+            if n in attention:
+                return attention[n]
+    return None
+
+
+def runtime_structure(core, xml: Path, weighted_names: set[str], attention: dict[str, str] | None = None) -> dict:
     """What the CPU plugin runs, from the runtime model of a default compile.
 
     Per weighted layer type how many run in u8/i8; the Reorder/Convert node counts; and under
@@ -472,7 +501,8 @@ def runtime_structure(core, xml: Path, weighted_names: set[str]) -> dict:
     keyed by the IR convolution/MatMul it executes (its own name or one of its
     ``originalLayersNames`` found among ``weighted_names``, see :func:`_ir_layer`, so the key is the
     same in both INT8 models even when the runtime node's name differs; the runtime name when none
-    matches).
+    matches). An attention op (``attention``, see :func:`ir_attention_names`) is one entry, INT8
+    when one of its runtime nodes (fused Subgraph, or the Q.K^T MatMul) runs in u8/i8.
     """
     compiled = core.compile_model(str(xml), "CPU")
     rm = compiled.get_runtime_model()
@@ -488,10 +518,21 @@ def runtime_structure(core, xml: Path, weighted_names: set[str]) -> dict:
         pr = rt["runtimePrecision"].astype(str).lower() if "runtimePrecision" in rt else "?"
         if lt in conversions:
             conversions[lt] += 1
-        if lt not in PARITY_LAYER_TYPES:
-            continue
         name = op.get_friendly_name()
         original = _original_names(rt)
+        att = _attention_key(op, lt, original, attention or {})
+        if att is not None:
+            entry = layers.setdefault(att, {"runtime_name": name, "type": "Attention", "precision": pr,
+                                            "int8": False, "original": []})
+            entry["original"] += [name] + original
+            # a fused attention Subgraph reports the precision of its boolean mask input: read the query's
+            q_type = op.input(0).get_element_type().get_type_name() if op.get_input_size() else "?"
+            int8 = pr in INT8_PRECISIONS if lt == "MatMul" else q_type in INT8_PRECISIONS
+            if int8:
+                entry.update(int8=True, precision=pr if lt == "MatMul" else q_type, runtime_name=name)
+            continue
+        if lt not in PARITY_LAYER_TYPES:
+            continue
         key = _ir_layer([name] + original, weighted_names) or name
         layers.setdefault(key, {"runtime_name": name, "type": lt, "precision": pr,
                                 "int8": pr in INT8_PRECISIONS, "original": original})
@@ -562,12 +603,13 @@ def structure(core, xmls: dict[str, Path | None]) -> tuple[dict, dict | None]:
     out, layers = {}, {}
     fp32_bin = xmls["fp32"].with_suffix(".bin").stat().st_size
     weighted_names = ir_weighted_names(core, xmls["fp32"])
+    attention = ir_attention_names(core, xmls["fp32"])
     for v, xml in xmls.items():
         if xml is None:
             continue
         try:
             s = ir_structure(core, xml)
-            s.update(runtime_structure(core, xml, weighted_names))
+            s.update(runtime_structure(core, xml, weighted_names, attention))
             layers[v] = s.pop("layers")
             s["bin_ratio"] = s["bin_bytes"] / fp32_bin
             out[v] = s

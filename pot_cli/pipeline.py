@@ -25,7 +25,7 @@ from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import ConfigError, NotSupportedError, UsageError, runtime_error_text
 from pot_cli.graph.model import load_model, quantized_layers, save_model_atomic
-from pot_cli.graph.patterns import WEIGHTED_OPS
+from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
 from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
 from pot_cli.statistics.collector import collect_statistics
@@ -264,7 +264,8 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
     may_switch_to_asymmetric = bool(conv and any(q.mode == "asymmetric" for q in conv.activations)
                                     and not (params.activations and params.activations.mode))
     return MinMaxSettings(
-        activation_op_types=frozenset(t for t in quantizable if t in WEIGHTED_OPS or t in ELTWISE_WITH_TWO_ACTIVATIONS),
+        activation_op_types=frozenset(t for t in quantizable
+                                      if t in WEIGHTED_OPS or t in ATTENTION_OPS or t in ELTWISE_WITH_TWO_ACTIVATIONS),
         eltwise_op_types=frozenset(t for t in quantizable if t in ELTWISE_WITH_TWO_ACTIVATIONS),
         activation_mode=act_mode, activation_bits=act_bits,
         weight_mode=w_mode, weight_bits=w_bits, weight_per_channel=w_per_channel, ranges=ranges,

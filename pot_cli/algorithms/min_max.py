@@ -27,7 +27,7 @@ from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstima
 from pot_cli.algorithms.propagation import propagate
 from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
-from pot_cli.graph.patterns import WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float, weight_channel_axes
+from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float, weight_channel_axes
 from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
 
 log = logging.getLogger("pot")
@@ -129,6 +129,7 @@ class MinMaxSettings:
     """Typed parameters of MinMaxQuantization.
 
     :param activation_op_types: ops whose activation inputs are quantized (from the hardware config).
+        A ScaledDotProductAttention gets symmetric quantizers on its query and key (ports 0, 1).
     :param eltwise_op_types: of those, the ones without weights, quantized only when every input
         is an activation (for example a residual Add).
     :param activation_mode: ``symmetric`` (preset performance) or ``asymmetric`` (preset mixed).
@@ -199,7 +200,7 @@ class MinMaxSettings:
         their convolutions run on 1x1 pooled tensors, where INT8 saves nothing.
     """
 
-    activation_op_types: frozenset[str] = WEIGHTED_OPS
+    activation_op_types: frozenset[str] = WEIGHTED_OPS | ATTENTION_OPS
     eltwise_op_types: frozenset[str] = frozenset()
     activation_mode: str = "symmetric"
     activation_bits: int = 8
@@ -322,6 +323,7 @@ class MinMaxQuantization:
         self.weights: list[WeightQuantizer] = []
         self._constant_cache: dict = {}
         self._second_operands: set[ov.Output] = set()  # port-1 inputs of activation x activation MatMuls
+        self._symmetric_outputs: set[ov.Output] = set()  # tensors quantized symmetrically whatever the preset
         self.transformer = False
         self.activation_mode = settings.activation_mode
         self._pattern_ignored: set[int] = set()  # instance ids of ops inside ignored patterns
@@ -411,8 +413,19 @@ class MinMaxQuantization:
                     add_activation(data)
                     add_activation(weights)
                     self._second_operands.add(weights.get_source_output())
+                    if self.transformer:  # the original POT's transformer scheme: symmetric operands
+                        self._symmetric_outputs.update((data.get_source_output(), weights.get_source_output()))
                 else:  # a convolution with run-time weights: quantize the data input only
                     add_activation(data)
+            elif t in ATTENTION_OPS:
+                # query and key, the operands of Q.K^T (NNCF's hardware setups: q8_a_sym on ports 0, 1);
+                # value, mask and scale stay in floating point
+                query, key = node.input(0), node.input(1)
+                if all(is_float(i.get_source_output()) and not self.is_constant(i.get_source_output())
+                       for i in (query, key)):
+                    add_activation(query)
+                    add_activation(key)  # 256 levels: the CPU plugin keeps Q.K^T in FP32 with a 7-bit key
+                    self._symmetric_outputs.update((query.get_source_output(), key.get_source_output()))
             elif t in eltwise:
                 srcs = [i.get_source_output() for i in node.inputs()]
                 if all(is_float(o) and not self.is_constant(o) for o in srcs) and node.get_instance_id() in feeding:
@@ -619,7 +632,7 @@ class MinMaxQuantization:
             lo = self._estimate(stats, q, r.min_type, r.min_aggregator, True, r.min_outlier_prob)
             hi = self._estimate(stats, q, r.max_type, r.max_aggregator, False, r.outlier_prob)
             lo, hi = self._clip(lo, hi)
-            mode = self._mode_for(lo, hi) if q.channel_axis is None else self.activation_mode
+            mode = self._mode_for(lo, hi, q.output) if q.channel_axis is None else self.activation_mode
             if mode == "symmetric":
                 if r.symmetric_max_type:
                     hi = self._estimate(stats, q, r.symmetric_max_type, r.max_aggregator, False, r.outlier_prob)
@@ -651,7 +664,9 @@ class MinMaxQuantization:
             if bits == 8 and s.saturation_fix != "no" and any(m.output in self._second_operands for m in members):
                 bits = 7
                 levels = narrow_levels(*levels) if levels else None
-            params = compute_activation_params(lo, hi, self._mode_for(lo, hi), bits, *(levels or (None, None)))
+            symmetric = any(m.output in self._symmetric_outputs for m in members)
+            mode = "symmetric" if symmetric else self._mode_for(lo, hi)
+            params = compute_activation_params(lo, hi, mode, bits, *(levels or (None, None)))
             for m in members:
                 m.params = params
 
@@ -664,8 +679,11 @@ class MinMaxQuantization:
             hi = np.minimum(hi, r.clipping_value) if np.ndim(hi) else min(hi, r.clipping_value)
         return lo, hi
 
-    def _mode_for(self, lo: float, hi: float) -> str:
-        """The activation mode of one per-tensor quantizer (see ``MinMaxSettings.skewed_asymmetric``)."""
+    def _mode_for(self, lo: float, hi: float, output: ov.Output | None = None) -> str:
+        """The activation mode of one per-tensor quantizer (see ``MinMaxSettings.skewed_asymmetric``);
+        always symmetric for the operands of an attention product (``output`` in ``_symmetric_outputs``)."""
+        if output is not None and output in self._symmetric_outputs:
+            return "symmetric"
         ratio = self.settings.skewed_asymmetric
         if (self.activation_mode == "symmetric" and ratio and lo < 0 < hi
                 and min(-lo, hi) < ratio * max(-lo, hi)):

@@ -75,6 +75,8 @@ def propagate(mm: "MinMaxQuantization", by_output: dict) -> None:
     def carry(old: ActivationQuantizer, src: ov.Output) -> None:
         if old.output in mm._second_operands:  # a 7-bit MatMul operand stays 7-bit
             mm._second_operands.add(src)
+        if old.output in mm._symmetric_outputs:  # so does a symmetric attention operand
+            mm._symmetric_outputs.add(src)
 
     def all_consumers_quantized(out: ov.Output, q: ActivationQuantizer) -> bool:
         wanted = {(i.get_node().get_instance_id(), i.get_index()) for i in q.consumers}

@@ -33,7 +33,7 @@ import numpy as np
 import openvino as ov
 
 from pot_cli.graph.model import is_constant_subgraph
-from pot_cli.graph.patterns import is_depthwise
+from pot_cli.graph.patterns import ATTENTION_OPS, is_depthwise
 
 log = logging.getLogger("pot")
 
@@ -115,6 +115,7 @@ class _Profiler:
         self.node_seconds: dict[str, list[float]] = defaultdict(list)
         self.wall_seconds: list[float] = []
         self.request.infer(inputs)  # warm-up: first-run allocations are not the layer's cost
+        self.ir_names = {op.get_friendly_name() for op in model.get_ops()}
 
     def run(self, n: int) -> float:
         """Run ``n`` inferences, record node and wall times; return the wall seconds taken."""
@@ -141,11 +142,14 @@ class _Profiler:
         """Median time of each runtime node, microseconds per inference."""
         return {name: 1e6 * float(np.median(v)) for name, v in self.node_seconds.items()}
 
-    def group_times(self, groups: set[str] | dict[str, str]) -> dict[str, float]:
+    def group_times(self, groups: set[str] | dict[str, str], attention: frozenset[str] = frozenset()
+                    ) -> dict[str, float]:
         """Microseconds per inference of each group (see the module docstring).
 
         :param groups: group names, or a mapping of op names to the group they belong to (a
             layer's bias Add: the CPU plugin may name a fused FullyConnected after it only).
+        :param attention: the attention groups (ScaledDotProductAttention), which also own the
+            nodes the plugin creates when it decomposes them.
         """
         if not isinstance(groups, dict):
             groups = {g: g for g in groups}
@@ -153,7 +157,9 @@ class _Profiler:
         owners: dict[str, list[str]] = {}
         kind: dict[str, str] = {}
         consumers: dict[str, list[str]] = {}
-        for op in runtime.get_ops():
+        producers: dict[str, list[str]] = {}
+        created: dict[str, bool] = {}
+        for op in runtime.get_ordered_ops():
             name = op.get_friendly_name()
             rt = op.get_rt_info()
             original = rt["originalLayersNames"].astype(str) if "originalLayersNames" in rt else ""
@@ -163,6 +169,16 @@ class _Profiler:
             kind[name] = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
             consumers[name] = [t.get_node().get_friendly_name() for out in op.outputs()
                                for t in out.get_target_inputs()]
+            producers[name] = [i.get_source_output().get_node().get_friendly_name() for i in op.inputs()]
+            created[name] = bool(original) and not any(o in self.ir_names for o in original.split(","))
+        for name in owners:  # runtime ops come in topological order
+            # a node the plugin created (a decomposed attention's Q.K^T MatMul, mask Add and Softmax,
+            # named after nodes that are not in the IR) belongs to the one group owning its inputs
+            if owners[name] or not created[name] or kind[name] in ("Reorder", "Convert", "FakeQuantize"):
+                continue
+            inputs = {tuple(owners[p]) for p in producers[name] if owners.get(p)}
+            if len(inputs) == 1 and len(next(iter(inputs))) == 1 and next(iter(inputs))[0] in attention:
+                owners[name] = list(next(iter(inputs)))
 
         def downstream_groups(start: str) -> set[str]:
             found, stack, seen = set(), list(consumers.get(start, ())), set()
@@ -199,11 +215,24 @@ def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) 
         int8.run(n)
 
 
+#: ops that only move data, walked through from an attention op's query and key
+_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+
+
 def _aliases(groups: dict[str, ov.Node]) -> dict[str, str]:
     """Op name -> group: each group's own name, and its bias (an Add or Multiply with a constant
-    input right after it, the group's only consumer), whose name the plugin may keep alone."""
+    input right after it, the group's only consumer), whose name the plugin may keep alone; for an
+    attention group, the Reshape/Transpose ops feeding its query and key (a decomposed Q.K^T
+    reads them)."""
     out = {name: name for name in groups}
     for name, node in groups.items():
+        if node.get_type_name() in ATTENTION_OPS:  # the layout ops feeding its query and key
+            for port in (0, 1):
+                src = node.input_value(port)
+                while src.get_node().get_type_name() in _LAYOUT_OPS and len(src.get_target_inputs()) == 1:
+                    out.setdefault(src.get_node().get_friendly_name(), name)
+                    src = src.get_node().input_value(0)
+            continue
         targets = list(node.output(0).get_target_inputs())
         if len(targets) != 1:
             continue
@@ -219,9 +248,12 @@ def layer_category(node: ov.Node) -> str:
 
     :param node: the group's op.
     :return: ``depthwise``, ``group_conv``, ``conv_1x1``, ``conv``, ``deconv``, ``fully_connected``
-        (MatMul with constant weights), ``matmul`` (two activations) or ``eltwise``.
+        (MatMul with constant weights), ``matmul`` (two activations), ``attention``
+        (ScaledDotProductAttention) or ``eltwise``.
     """
     t = node.get_type_name()
+    if t in ATTENTION_OPS:
+        return "attention"
     if t == "GroupConvolution":
         return "depthwise" if is_depthwise(node) else "group_conv"
     if t == "Convolution":
@@ -279,7 +311,8 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     state = _Profiler(core, model, inputs, device)
     _measure(fp32, state, seconds)
     result.rounds = 1
-    fp_times, q_times = fp32.group_times(aliases), state.group_times(aliases)
+    attention = frozenset(g for g, node in groups.items() if node.get_type_name() in ATTENTION_OPS)
+    fp_times, q_times = fp32.group_times(aliases, attention), state.group_times(aliases, attention)
     result.int8_us_before = state.total_us()
     timings = {g: LayerTiming(g, groups[g].get_type_name(), fp_times.get(g, 0.0), q_times.get(g, 0.0))
                for g in groups}

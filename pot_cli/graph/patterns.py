@@ -10,6 +10,10 @@ from pot_cli.graph.model import is_constant_subgraph
 WEIGHTED_OPS = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData",
                           "GroupConvolutionBackpropData", "MatMul"})
 
+#: ops with an internal product of two activations whose operands get quantizers: the query and
+#: key inputs (ports 0, 1) of ScaledDotProductAttention (opset13), as in NNCF's hardware setups
+ATTENTION_OPS = frozenset({"ScaledDotProductAttention"})
+
 FLOAT_TYPES = frozenset({ov.Type.f32, ov.Type.f16, ov.Type.bf16, ov.Type.f64})
 
 

@@ -192,3 +192,51 @@ def test_second_matmul_operand_keeps_seven_bits_after_moving_through_a_transpose
     assert source(moved, 0).get_type_name() == "Relu"
     assert moved.get_attributes()["levels"] == 128
     assert q["scores/fq_input_0"].get_attributes()["levels"] == 256
+
+
+def attention_model(seq: int = 16, heads: int = 2, head_dim: int = 8) -> ov.Model:
+    """``x -> {query, key, value} linear -> Reshape -> Transpose -> ScaledDotProductAttention ->
+    Transpose -> Reshape -> out linear``: one BERT-like self-attention block (opset13)."""
+    rng = _rng(3)
+    hidden = heads * head_dim
+    x = param("x", [1, seq, hidden])
+
+    def linear(y, name):
+        w = ops.constant((rng.standard_normal((hidden, hidden)) * 0.3).astype(np.float32))
+        mm = _named(ops.matmul(y, w, False, True), name)
+        return _named(ops.add(mm, ops.constant(rng.standard_normal(hidden).astype(np.float32) * 0.1)), name + "/bias")
+
+    def split_heads(y, name):
+        r = _named(ops.reshape(y, ops.constant(np.array([1, seq, heads, head_dim], np.int64)), False), name + "/reshape")
+        return _named(ops.transpose(r, ops.constant(np.array([0, 2, 1, 3], np.int64))), name + "/transpose")
+
+    q, k, v = (split_heads(linear(x, n), n) for n in ("query", "key", "value"))
+    att = _named(ops.scaled_dot_product_attention(q, k, v, causal=False), "sdpa")
+    merged = ops.reshape(ops.transpose(att, ops.constant(np.array([0, 2, 1, 3], np.int64))),
+                         ops.constant(np.array([1, seq, hidden], np.int64)), False)
+    return _model([linear(merged, "out")], [x], "attention_block")
+
+
+def test_attention_query_and_key_get_symmetric_quantizers_and_qk_runs_in_int8():
+    model = attention_model()
+    ref_in = models.random_inputs(model, seed=2)
+    ref = run(model.clone(), ref_in)
+    quantize(model)
+    q = fqs(model)
+    sdpa = op(model, "sdpa")
+    # query and key are quantized (moved up through Transpose/Reshape to the bias Adds); value is not
+    on_qk = [fq for fq in q.values() if source(fq, 0).get_friendly_name() in ("query/bias", "key/bias")]
+    assert len(on_qk) == 2
+    for fq in on_qk:
+        lo, hi = (float(np.asarray(source(fq, p).get_data()).ravel()[0]) for p in (1, 2))
+        assert fq.get_attributes()["levels"] == 256
+        assert lo < 0 < hi and abs(hi / lo) == pytest.approx(127 / 128, rel=1e-4)  # symmetric signed grid
+    assert source(source(source(sdpa, 2), 0), 0).get_friendly_name() == "value/bias"
+    compiled = ov.Core().compile_model(model, "CPU")
+    int8_products = [o for o in compiled.get_runtime_model().get_ops()
+                     if o.get_rt_info()["layerType"].astype(str) == "MatMul"
+                     and o.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")]
+    assert int8_products, "the CPU plugin runs Q.K^T in INT8"
+    out = run(model, ref_in)
+    cos = float(np.dot(out.ravel(), ref.ravel()) / np.linalg.norm(out) / np.linalg.norm(ref))
+    assert cos > 0.96  # 0.9727, the same as with the attention left in float (random weights, 4 samples)

@@ -61,6 +61,27 @@ def test_group_times_attribute_runtime_nodes_to_each_quantized_layer(build, name
     assert set(fp_times) == names and all(t > 0 for t in fp_times.values())
 
 
+def test_a_decomposed_attention_is_timed_as_its_attention_group():
+    """The CPU plugin runs a quantized ScaledDotProductAttention as nodes it creates (Q.K^T MatMul,
+    mask Add, Softmax) plus a MatMul named after the op: all of them are the attention's time."""
+    from test_propagation import attention_model
+    fp, q, result, _ = _setup(attention_model)
+    groups = group_ops(q, result)
+    assert layer_category(groups["sdpa"]) == "attention"
+    prof = _Profiler(ov.Core(), q, models.random_inputs(fp, seed=1), "CPU")
+    prof.run(20)
+    times = prof.group_times(_aliases(groups), frozenset({"sdpa"}))
+    runtime = prof.compiled.get_runtime_model().get_ops()
+    created = [o.get_friendly_name() for o in runtime
+               if o.get_rt_info()["layerType"].astype(str) in ("MatMul", "Softmax")
+               and "sdpa" not in o.get_rt_info()["originalLayersNames"].astype(str)]
+    assert created, "the attention is decomposed into plugin-created nodes"
+    node_us = prof.node_us()
+    own = [o.get_friendly_name() for o in runtime if "sdpa" in o.get_rt_info()["originalLayersNames"].astype(str)]
+    assert times["sdpa"] >= sum(node_us.get(n, 0.0) for n in created + own) - 1e-6
+    assert sum(times.values()) <= sum(node_us.values()) + 1e-6
+
+
 def test_layer_categories():
     model = models.depthwise_conv()
     cats = {op.get_friendly_name(): layer_category(op) for op in model.get_ops()
@@ -88,7 +109,8 @@ def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
     monkeypatch.setattr(_Profiler, "__init__", init)
     monkeypatch.setattr(speed_check, "_measure", lambda a, b, seconds, chunks=4: None)
     monkeypatch.setattr(_Profiler, "group_times",
-                        lambda self, names: {g: (fp_us if self.index == 0 else int8_us)[g] for g in set(names.values())})
+                        lambda self, names, attention=frozenset():
+                        {g: (fp_us if self.index == 0 else int8_us)[g] for g in set(names.values())})
     monkeypatch.setattr(_Profiler, "total_us", lambda self: totals[self.index])
     return made
 
