@@ -21,6 +21,7 @@ import concurrent.futures
 import glob
 import logging
 import os
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,12 @@ class DataSource:
     :ivar skipped: files that were skipped (not data, missing, corrupt); grows when
         :meth:`iter_samples` meets a file that does not decode.
     :ivar source: the ``data_source`` as given.
+    :cvar cache_limit_bytes: decoded samples are kept (read-only) up to this many bytes, so that
+        the later passes over the calibration set (channel alignment, statistics, bias correction,
+        the speed check) decode each file once; samples beyond it are decoded again each time.
     """
+
+    cache_limit_bytes = 128 * 2**20
 
     def __init__(self, source: str, paths: Sequence[Path], kinds: Sequence[str],
                  inputs: Sequence[_Input], skipped: list[Path], source_key: str):
@@ -107,6 +113,9 @@ class DataSource:
         self._source_key = source_key
         self._bad: set[int] = set()
         self._warned_subset = False
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+        self._cache_bytes = 0
+        self._cache_lock = threading.Lock()
 
     def __len__(self) -> int:
         """Number of samples (files that passed the cheap checks)."""
@@ -131,7 +140,7 @@ class DataSource:
             raise IndexError(f"sample index {index} out of range for {len(self)} samples")
         index %= len(self)
         try:
-            return self._load(index)
+            return self._cached_load(index)
         except SampleReadError:
             self._mark_bad(index)
             raise
@@ -141,8 +150,8 @@ class DataSource:
         """Yield samples in the order of ``indices``, skipping files that do not decode.
 
         Files that fail are added to :attr:`skipped` and reported in one warning when the
-        iteration ends; later iterations skip them silently. Only about ``2 * workers``
-        samples are in memory at a time.
+        iteration ends; later iterations skip them silently. Besides the cache (see
+        :attr:`cache_limit_bytes`), about ``2 * workers`` samples are in memory at a time.
 
         :param indices: sample indices (for example from :meth:`select_subset`); all by default.
         :param workers: threads decoding ahead (OpenCV releases the GIL); 1 decodes in the
@@ -173,7 +182,7 @@ class DataSource:
                     if i in self._bad:
                         continue
                     try:
-                        sample = self._load(i)
+                        sample = self._cached_load(i)
                     except SampleReadError as e:
                         failed.append((i, e))
                         self._mark_bad(i)
@@ -188,7 +197,7 @@ class DataSource:
                 for j in it:
                     self._check_index(j)
                     if j not in self._bad:
-                        pending.append((j, executor.submit(self._load, j)))
+                        pending.append((j, executor.submit(self._cached_load, j)))
                         return
 
             for _ in range(2 * workers):
@@ -241,6 +250,21 @@ class DataSource:
     def _root(self) -> Path | None:
         p = Path(self.source).expanduser().absolute()
         return p if p.is_dir() else p.parent if p.is_file() else None
+
+    def _cached_load(self, i: int) -> dict[str, np.ndarray]:
+        """:meth:`_load` through the cache (see :attr:`cache_limit_bytes`)."""
+        sample = self._cache.get(i)
+        if sample is not None:
+            return sample
+        sample = self._load(i)
+        size = sum(a.nbytes for a in sample.values())
+        with self._cache_lock:
+            if self._cache_bytes + size <= self.cache_limit_bytes:
+                for a in sample.values():
+                    a.flags.writeable = False
+                self._cache[i] = sample
+                self._cache_bytes += size
+        return sample
 
     def _load(self, i: int) -> dict[str, np.ndarray]:
         path, kind = self.paths[i], self._kinds[i]

@@ -193,18 +193,25 @@ def compile_model(model: ov.Model, config: dict | None = None) -> ov.CompiledMod
 def evaluate_constants(outputs: list[ov.Output]) -> list[np.ndarray]:
     """Values of constant sub-graphs (weights behind Convert/Reshape/Transpose chains).
 
-    All outputs are evaluated at once: one parameter-less model, compiled once in f32.
+    Plain Constants are read directly; the other outputs are evaluated at once: one
+    parameter-less model, compiled once in f32.
 
     :param outputs: node outputs whose ancestors are all Constants.
     :return: float or integer numpy arrays in the same order, of each output's shape.
     """
     if not outputs:
         return []
-    results = [ops.result(o) for o in outputs]
+    out: list = [np.array(o.get_node().get_data()) if o.get_node().get_type_name() == "Constant" else None
+                 for o in outputs]  # a plain Constant needs no compilation
+    pending = [k for k, v in enumerate(out) if v is None]
+    if not pending:
+        return out
+    results = [ops.result(outputs[k]) for k in pending]
     probe = ov.Model(results, [], "constant_probe")
     compiled = compile_model(probe, {"INFERENCE_PRECISION_HINT": "f32"})
     values = compiled({})
-    out = [np.array(values[compiled.output(i)]) for i in range(len(outputs))]
+    for i, k in enumerate(pending):
+        out[k] = np.array(values[compiled.output(i)])
     for r in results:  # detach the probe from the model's nodes
         r.input(0).get_source_output().remove_target_input(r.input(0))
     return out

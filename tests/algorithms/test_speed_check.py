@@ -101,8 +101,8 @@ def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
     made: list[_Profiler] = []
     real_init = _Profiler.__init__
 
-    def init(self, core, model, inputs, device):
-        real_init(self, core, model, inputs, device)
+    def init(self, core, model, inputs, device, compiled=None):
+        real_init(self, core, model, inputs, device, compiled)
         self.index = len(made)
         made.append(self)
 
