@@ -26,8 +26,9 @@ Issue B (ours against NNCF, same run):
 * INT8 (ours) throughput >= FP32 and latency <= FP32 (``--tolerance`` relaxes both, e.g. 0.02);
 * per-layer INT8 parity: every Convolution/Deconvolution/FullyConnected/MatMul that NNCF's model runs
   in u8/i8 (runtime precision of the compiled model) runs in u8/i8 in ours too, unless our speed check
-  timed it and kept it in float on purpose (``speed_check`` of our report.json). The runtime
-  Reorder/Convert node counts are shown in the detail, not checked.
+  timed it and kept it in float on purpose (``speed_check`` of our report.json);
+* no extra conversions: ours runs at most as many Reorder + Convert nodes per inference as NNCF's
+  model (runtime nodes off constant paths).
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ def _parity_check(name: str, r: dict) -> Check:
     if unexplained:
         detail += ", not on purpose: " + ", ".join(unexplained[:8]) + (" ..." if len(unexplained) > 8 else "")
     return Check("B", criterion, name, _status(not unexplained), detail + conv)
+
+
+def _conversion_check(name: str, r: dict) -> Check:
+    """Ours runs no more Reorder + Convert nodes per inference than NNCF's model."""
+    criterion = "Reorder+Convert per inference ours <= NNCF"
+    st = r.get("structure", {})
+    nodes = {v: (st.get(v) or {}).get("runtime_nodes") for v in ("ours", "nncf")}
+    if not nodes["nncf"]:
+        return Check("B", criterion, name, "N/A", "NNCF not measured")
+    if not nodes["ours"]:
+        return Check("B", criterion, name, "FAIL", "ours' runtime model not measured")
+    o, n = (sum(nodes[v].get(k, 0) for k in ("Reorder", "Convert")) for v in ("ours", "nncf"))
+    return Check("B", criterion, name, _status(o <= n), f"ours {o} NNCF {n}")
 
 
 def evaluate(results: dict, tool: str = "ours", tolerance: float = 0.0) -> list[Check]:
@@ -162,6 +176,7 @@ def evaluate(results: dict, tool: str = "ours", tolerance: float = 0.0) -> list[
                             "FAIL" if l_of is None else _status(l_of <= 1 + tolerance),
                             f"ours {_fmt(lo_, 3)} FP32 {_fmt(lf, 3)} ms, ratio {_fmt(l_of, 3)}"))
         checks.append(_parity_check(name, r))
+        checks.append(_conversion_check(name, r))
     if deltas:
         mean = sum(deltas) / len(deltas)
         checks.append(Check("B", "agreement ours >= NNCF on average", "(all)", _status(mean >= 0),

@@ -70,11 +70,15 @@ def _parity_section(add, models: dict) -> None:
     add("Each Convolution/Deconvolution/FullyConnected/MatMul of the CPU plugin's runtime model, matched "
         "between the two INT8 models by the IR op it executes (`rt_info['originalLayersNames']`): the ones "
         "NNCF runs in u8/i8 and ours runs in float, and how many of those our speed check timed and kept in "
-        "float on purpose (`speed_check` in ours' `report.json`). Reorder/Convert = runtime nodes of that "
-        "type in each compiled model (layout and precision conversions).")
+        "float on purpose (`speed_check` in ours' `report.json`). An attention op (ScaledDotProductAttention) "
+        "is one row, INT8 when its Q.K^T product runs in u8/i8. Reorder/Convert = runtime nodes of that "
+        "type in each compiled model (layout and precision conversions) that run at every inference; the "
+        "ones on constant paths (weights, FakeQuantize limits), which the plugin runs once when it loads "
+        "the model, are not counted.")
     add("")
     hdr = ["model", "INT8 layers ours/NNCF", "NNCF-INT8, float in ours", "of which kept by the speed check",
-           "ours-INT8, float in NNCF", "Reorder FP32/ours/NNCF", "Convert FP32/ours/NNCF", "speed check (ours)"]
+           "ours-INT8, float in NNCF", "Reorder FP32/ours/NNCF (per inference)", "Convert FP32/ours/NNCF (per inference)",
+           "speed check (ours)"]
     add("| " + " | ".join(hdr) + " |")
     add("|" + "---|" * len(hdr))
     notes = []

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/run.py [--models mobilenet_v2,fmnist_cnn,...] [--subset 300]
         [--no-ours] [--no-nncf] [--out docs/benchmarks.md] [--json benchmarks/results.json]
-        [--work /tmp/potbench] [--rounds 5] [--seconds 1.2] [--reuse] [--target-device CPU|ANY]
+        [--work /tmp/potbench] [--rounds 9] [--seconds 1.2] [--reuse] [--target-device CPU|ANY]
 
 Per model, in one run: quantize with both tools for the same target device (each timed as a
 subprocess, start to exit), measure agreement with the FP32 reference (compiled with
@@ -508,16 +508,23 @@ def runtime_structure(core, xml: Path, weighted_names: set[str], attention: dict
     rm = compiled.get_runtime_model()
     counts: dict[str, dict[str, int]] = {}
     conversions = dict.fromkeys(CONVERSION_LAYER_TYPES, 0)
+    conversions_all = dict.fromkeys(CONVERSION_LAYER_TYPES, 0)
+    constant: set[str] = set()  # runtime nodes on constant paths: the plugin runs them once, at load
     layers: dict[str, dict] = {}
     not_int8 = []
-    for op in rm.get_ops():
+    for op in rm.get_ordered_ops():
         rt = op.get_rt_info()
         if "layerType" not in rt:
             continue
         lt = rt["layerType"].astype(str)
         pr = rt["runtimePrecision"].astype(str).lower() if "runtimePrecision" in rt else "?"
-        if lt in conversions:
-            conversions[lt] += 1
+        srcs = [i.get_source_output().get_node().get_friendly_name() for i in op.inputs()]
+        if lt == "Const" or (srcs and all(n in constant for n in srcs)):
+            constant.add(op.get_friendly_name())
+        if lt in conversions:  # counted when they run at every inference
+            conversions_all[lt] += 1
+            if op.get_friendly_name() not in constant:
+                conversions[lt] += 1
         name = op.get_friendly_name()
         original = _original_names(rt)
         att = _attention_key(op, lt, original, attention or {})
@@ -549,7 +556,7 @@ def runtime_structure(core, xml: Path, weighted_names: set[str], attention: dict
             "int8_fraction": (int8 / total) if total else None,
             "matmul_total": mm["total"], "matmul_int8": mm["int8"],
             "by_type": counts, "not_int8": not_int8[:40], "not_int8_count": len(not_int8),
-            "runtime_nodes": conversions, "layers": layers}
+            "runtime_nodes": conversions, "runtime_nodes_with_constant_paths": conversions_all, "layers": layers}
 
 
 def _speed_check_row(layer: dict | None, key: str, speed_check: dict | None) -> tuple[dict | None, bool]:
@@ -822,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--json", type=Path, default=HERE / "results.json")
     ap.add_argument("--work", type=Path, default=Path("/tmp/potbench"))
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds per mode")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved speed rounds per mode")
     ap.add_argument("--seconds", type=float, default=1.2, help="seconds per speed round and variant")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation crops / shuffles")
     ap.add_argument("--target-device", choices=TARGET_DEVICES, default="CPU",
