@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/run.py [--models mobilenet_v2,fmnist_cnn,...] [--subset 300]
         [--no-ours] [--no-nncf] [--out docs/benchmarks.md] [--json benchmarks/results.json]
-        [--work /tmp/potbench] [--rounds 9] [--seconds 1.2] [--reuse] [--target-device CPU|ANY]
+        [--work /tmp/potbench] [--rounds 24] [--seconds 0.45] [--reuse] [--target-device CPU|ANY]
 
 Per model, in one run: quantize with both tools for the same target device (each timed as a
 subprocess, start to exit), measure agreement with the FP32 reference (compiled with
@@ -829,8 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--json", type=Path, default=HERE / "results.json")
     ap.add_argument("--work", type=Path, default=Path("/tmp/potbench"))
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved speed rounds per mode")
-    ap.add_argument("--seconds", type=float, default=1.2, help="seconds per speed round and variant")
+    ap.add_argument("--rounds", type=int, default=24, help="interleaved speed rounds per mode")
+    ap.add_argument("--seconds", type=float, default=0.45, help="seconds per speed round and variant")
     ap.add_argument("--seed", type=int, default=0, help="seed of the evaluation crops / shuffles")
     ap.add_argument("--target-device", choices=TARGET_DEVICES, default="CPU",
                     help="target device of both tools: `pot --target-device X` and NNCF's "
