@@ -240,3 +240,24 @@ def test_attention_query_and_key_get_symmetric_quantizers_and_qk_runs_in_int8():
     out = run(model, ref_in)
     cos = float(np.dot(out.ravel(), ref.ravel()) / np.linalg.norm(out) / np.linalg.norm(ref))
     assert cos > 0.96  # 0.9727, the same as with the attention left in float (random weights, 4 samples)
+
+
+def test_reverting_an_attention_group_bypasses_its_query_and_key_quantizers():
+    fp = attention_model()
+    model = fp.clone()
+    result = quantize(model)
+    groups = group_ops(model, result)
+    assert "sdpa" in groups
+    fp_ops = {o.get_friendly_name(): o for o in fp.get_ops()}
+    cache: dict = {}
+    revert_group(model, "sdpa", fp_ops, lambda o: is_constant_subgraph(o, cache))
+    sdpa = op(model, "sdpa")
+    for port in (0, 1):  # Transpose <- Reshape <- bias Add, no FakeQuantize on the way any more
+        node = source(sdpa, port)
+        while node.get_type_name() in ("Transpose", "Reshape"):
+            node = source(node, 0)
+        assert node.get_type_name() == "Add"
+    # the linear layers keep theirs
+    assert any(c[0] == "MatMul" for fq in fqs(model).values() for c in consumers(fq))
+    x = models.random_inputs(fp, seed=4)
+    assert np.isfinite(run(model, x)).all()
