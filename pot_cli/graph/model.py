@@ -201,7 +201,7 @@ def evaluate_constants(outputs: list[ov.Output]) -> list[np.ndarray]:
     """
     if not outputs:
         return []
-    out: list = [np.array(o.get_node().get_data()) if o.get_node().get_type_name() == "Constant" else None
+    out: list = [np.array(o.get_node().get_data()) if _plain_constant(o) else None
                  for o in outputs]  # a plain Constant needs no compilation
     pending = [k for k, v in enumerate(out) if v is None]
     if not pending:
@@ -215,6 +215,15 @@ def evaluate_constants(outputs: list[ov.Output]) -> list[np.ndarray]:
     for r in results:  # detach the probe from the model's nodes
         r.input(0).get_source_output().remove_target_input(r.input(0))
     return out
+
+
+#: element types whose Constant data reads as a numpy array of the right shape (not packed bits)
+_NUMPY_TYPES = frozenset({"f64", "f32", "f16", "i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "boolean"})
+
+
+def _plain_constant(output: ov.Output) -> bool:
+    node = output.get_node()
+    return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in _NUMPY_TYPES
 
 
 def is_constant_subgraph(output: ov.Output, cache: dict | None = None) -> bool:
