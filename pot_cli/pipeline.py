@@ -19,7 +19,7 @@ from pot_cli import __version__
 from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment
 from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
 from pot_cli.algorithms.fake_quantize import WeightRangeEstimator, default_levels
-from pot_cli.algorithms.min_max import AGNOSTIC_OPS, QUANTILE_PRESET, MinMaxSettings, RangeSpec
+from pot_cli.algorithms.min_max import AGNOSTIC_OPS, QUANTILE_PRESET, REQUANTIZED_OPS, MinMaxSettings, RangeSpec
 from pot_cli.algorithms.recurrent import recurrent_op_settings
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
@@ -278,6 +278,7 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         # an explicit activations.mode wins over the transformer default (asymmetric)
         transformer_activation_mode="asymmetric" if may_switch_to_asymmetric else None,
         agnostic_op_types=frozenset(hw.agnostic_types() & AGNOSTIC_OPS),
+        requantized_op_types=frozenset(quantizable & REQUANTIZED_OPS),
         unified_scale_types=frozenset(hw.unified_scale_types() & {"Concat"}),
         recurrent_ops=recurrent_op_settings(hw) if params.quantize_recurrent else None,
         ignored_scope=tuple(params.ignored.scope),

@@ -63,6 +63,10 @@ AGNOSTIC_OPS = frozenset({"MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpo
                           "DepthToSpace", "SpaceToDepth", "ShuffleChannels", "Tile", "Broadcast", "Gather",
                           "ReduceMax", "Crop", "Flatten"})
 
+#: single-input ops that may run on INT8 data between two quantized layers (see
+#: ``MinMaxSettings.requantized_op_types``)
+REQUANTIZED_OPS = frozenset({"AvgPool", "ReduceMean", "Interpolate"})
+
 #: statistic -> (per-tensor reduction, per-channel reduction) read by ``MinMaxQuantization._estimate``
 _STATISTICS = {
     "min": (Reduction.MIN, Reduction.MIN_PER_CHANNEL),
@@ -195,6 +199,12 @@ class MinMaxSettings:
         config's ``unified_scales``; ``Concat`` on CPU): a quantizer after a ``Concat`` moves to
         each of its inputs, and those quantizers get the union of their ranges, so the Concat
         joins INT8 tensors without requantization.
+    :param requantized_op_types: single-input ops that the device runs on INT8 data and whose
+        output is quantized again (the hardware config quantizes their activations, within
+        :data:`REQUANTIZED_OPS`: AvgPool, ReduceMean, nearest-mode Interpolate): when the op's output is
+        quantized for all its consumers, its input gets a quantizer too (its own range), so that
+        the op runs in INT8 between two INT8 layers, as NNCF places them. Not when the input also
+        feeds a consumer in floating point (a FakeQuantize there would run on its own).
     :param ignore_se_blocks: leave squeeze-and-excitation blocks in floating point (the original
         POT's and NNCF's ``se_block`` ignored pattern, :func:`pot_cli.graph.patterns.find_se_blocks`):
         their convolutions run on 1x1 pooled tensors, where INT8 saves nothing.
@@ -226,6 +236,7 @@ class MinMaxSettings:
     agnostic_op_types: frozenset[str] = frozenset(AGNOSTIC_OPS)
     unified_scale_types: frozenset[str] = frozenset({"Concat"})
     ignore_se_blocks: bool = True
+    requantized_op_types: frozenset[str] = frozenset(REQUANTIZED_OPS)
 
 
 @dataclass
@@ -324,6 +335,7 @@ class MinMaxQuantization:
         self._constant_cache: dict = {}
         self._second_operands: set[ov.Output] = set()  # port-1 inputs of activation x activation MatMuls
         self._symmetric_outputs: set[ov.Output] = set()  # tensors quantized symmetrically whatever the preset
+        self.requantized_ops: list[ov.Node] = []  # AvgPool/ReduceMean/Interpolate ops, downstream first
         self.transformer = False
         self.activation_mode = settings.activation_mode
         self._pattern_ignored: set[int] = set()  # instance ids of ops inside ignored patterns
@@ -434,6 +446,11 @@ class MinMaxQuantization:
         for src, q in by_output.items():
             if per_channel[src]:
                 q.channel_axis = 1
+        # a linear/cubic Interpolate stays in f32 on the CPU plugin (measured: linear_onnx), so a
+        # quantizer in front of it would only add a conversion
+        self.requantized_ops = [n for n in reversed(ordered)
+                                if n.get_type_name() in s.requantized_op_types and not self._ignored(n)
+                                and (n.get_type_name() != "Interpolate" or n.get_attributes().get("mode") == "nearest")]
         propagate(self, by_output)
         self.activations = list(by_output.values())
         self.unified = [g for g in self.unified if len(g) > 1]

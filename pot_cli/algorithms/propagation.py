@@ -45,7 +45,9 @@ def commutes(mm: "MinMaxQuantization", node: ov.Node) -> bool:
 
 def propagate(mm: "MinMaxQuantization", by_output: dict) -> None:
     """Move per-tensor quantizers up through agnostic ops and onto Concat inputs (see
-    ``MinMaxSettings.agnostic_op_types`` and ``unified_scale_types``).
+    ``MinMaxSettings.agnostic_op_types`` and ``unified_scale_types``); once nothing moves, give
+    the ops of ``mm.requantized_ops`` an input quantizer where ``requantized_op_types`` says so,
+    and move those too.
 
     :param mm: the planning MinMaxQuantization (its settings, ignored scope, constant test and
         7-bit MatMul operands, which follow a moved quantizer).
@@ -94,8 +96,32 @@ def propagate(mm: "MinMaxQuantization", by_output: dict) -> None:
             src, [inp], name=f"{inp.get_node().get_friendly_name()}/fq_input_{inp.get_index()}")
         return q
 
+    requantized: set[int] = set()
+
+    def requantize() -> list[ov.Output]:
+        """Input quantizers for the ops of ``requantized_op_types`` whose output is quantized for
+        every consumer, when every other consumer of that input reads a quantizer too."""
+        added = []
+        for node in mm.requantized_ops:
+            if node.get_instance_id() in requantized:
+                continue
+            q_out = by_output.get(node.output(0))
+            if q_out is None or not all_consumers_quantized(node.output(0), q_out):
+                continue
+            src = node.input(0).get_source_output()
+            if not is_float(src) or mm.is_constant(src):
+                continue
+            q_in = by_output.get(src)
+            read = {(i.get_node().get_instance_id(), i.get_index()) for i in (q_in.consumers if q_in else [])}
+            if all((t.get_node().get_instance_id(), t.get_index()) in read for t in src.get_target_inputs()
+                   if t.get_node().get_instance_id() != node.get_instance_id()):
+                requantized.add(node.get_instance_id())
+                if attach(src, node.input(0)) is not None:
+                    added.append(src)
+        return added
+
     work = list(by_output)
-    while work:
+    while work or (work := requantize()):
         out = work.pop()
         q = by_output.get(out)
         if q is None or q.channel_axis is not None or not all_consumers_quantized(out, q):

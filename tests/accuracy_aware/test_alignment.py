@@ -10,7 +10,7 @@ import openvino.opset13 as ops
 import models
 from accuracy_aware import synthetic
 from accuracy_aware.conftest import pot, report_of
-from pot_cli.algorithms.accuracy_aware import revert_group
+from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
 from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment
 from pot_cli.algorithms.default import DefaultQuantization
 from pot_cli.config import QuantizationParams, load_hardware_config
@@ -61,7 +61,9 @@ def test_reverting_every_group_of_an_aligned_model_gives_the_original_function()
     assert result.bias_corrections and any(b.applied for b in result.bias_corrections)
     fp_ops = {op.get_friendly_name(): op for op in fp32.get_ops()}
     cache: dict = {}
-    for group in ("conv1", "conv2", "fc"):
+    groups = list(group_ops(model, result))
+    assert {"conv1", "conv2", "fc"} <= set(groups)  # and the global ReduceMean between them, run in INT8
+    for group in groups:
         revert_group(model, group, fp_ops, lambda o: is_constant_subgraph(o, cache))
     assert not [o for o in model.get_ops() if o.get_type_name() == "FakeQuantize"]
     core = ov.Core()

@@ -261,3 +261,45 @@ def test_reverting_an_attention_group_bypasses_its_query_and_key_quantizers():
     assert any(c[0] == "MatMul" for fq in fqs(model).values() for c in consumers(fq))
     x = models.random_inputs(fp, seed=4)
     assert np.isfinite(run(model, x)).all()
+
+
+def interpolate_model(float_branch: bool = False) -> ov.Model:
+    """``x -> conv1 -> relu1 -> Interpolate (x2) -> conv2``; ``float_branch``: relu1 is also a
+    model output (a consumer in floating point)."""
+    rng = _rng(1)
+    x = param("x", [1, 3, 8, 8], layout="NCHW")
+    r = _named(ops.relu(conv(x, conv_weights(rng, 8, 3), "conv1")), "relu1")
+    up = _named(ops.interpolate(r, ops.constant(np.array([16, 16], np.int64)), "nearest", "sizes",
+                                axes=ops.constant(np.array([2, 3], np.int64))), "up")
+    outs = [conv(up, conv_weights(rng, 4, 8), "conv2")] + ([r] if float_branch else [])
+    return _model(outs, [x], "interpolate")
+
+
+def test_interpolate_between_quantized_layers_gets_an_input_quantizer_and_runs_in_int8():
+    model = interpolate_model()
+    x = models.random_inputs(model, seed=3)
+    quantize(model)
+    q = fqs(model)
+    assert {("Interpolate", "up", 0)} in [consumers(fq) for fq in q.values()]
+    assert {("Convolution", "conv2", 0)} in [consumers(fq) for fq in q.values()]
+    compiled = ov.Core().compile_model(model, "CPU")
+    precision = {o.get_rt_info()["layerType"].astype(str): o.get_rt_info()["runtimePrecision"].astype(str)
+                 for o in compiled.get_runtime_model().get_ops()}
+    assert precision["Interpolate"] in ("u8", "i8")
+    assert np.isfinite(run(model, x)).all()
+
+
+def test_interpolate_input_read_in_float_elsewhere_gets_no_quantizer():
+    model = interpolate_model(float_branch=True)
+    quantize(model)
+    assert all(("Interpolate", "up", 0) not in consumers(fq) for fq in fqs(model).values())
+
+
+def test_linear_interpolate_gets_no_input_quantizer():
+    """The CPU plugin runs a linear Interpolate in f32: a quantizer before it would only convert."""
+    model = interpolate_model()
+    up = op(model, "up")
+    linear = ops.interpolate(up.input_value(0), up.input_value(1), "linear_onnx", "sizes", axes=up.input_value(2))
+    up.output(0).replace(linear.output(0))
+    quantize(model)
+    assert all(c[0] != "Interpolate" for fq in fqs(model).values() for c in consumers(fq))
