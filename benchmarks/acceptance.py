@@ -167,14 +167,17 @@ def evaluate(results: dict, tool: str = "ours", tolerance: float = 0.0) -> list[
         checks.append(Check("B", "calibration time ours <= NNCF", name, _status(ok) if ok is not None else
                             ("N/A" if tn is None else "FAIL"), f"ours {_fmt(to, 1)} s NNCF {_fmt(tn, 1)} s"))
         r_of = _pick_ratio(tpr.get("ours/fp32"), o, f)
+        noise_t, noise_l = tpr.get("fp32_control/fp32"), latr.get("fp32_control/fp32")
         checks.append(Check("B", "INT8 throughput >= FP32", name,
                             "FAIL" if r_of is None else _status(r_of >= 1 - tolerance),
-                            f"ours {_fmt(o, 1)} FP32 {_fmt(f, 1)} FPS, ratio {_fmt(r_of, 3)}"))
+                            f"ours {_fmt(o, 1)} FP32 {_fmt(f, 1)} FPS, ratio {_fmt(r_of, 3)}"
+                            + (f" (FP32 IR against itself: {_fmt(noise_t, 3)})" if noise_t else "")))
         lo_, lf = lat.get("ours"), lat.get("fp32")
         l_of = _pick_ratio(latr.get("ours/fp32"), lo_, lf)
         checks.append(Check("B", "INT8 latency <= FP32", name,
                             "FAIL" if l_of is None else _status(l_of <= 1 + tolerance),
-                            f"ours {_fmt(lo_, 3)} FP32 {_fmt(lf, 3)} ms, ratio {_fmt(l_of, 3)}"))
+                            f"ours {_fmt(lo_, 3)} FP32 {_fmt(lf, 3)} ms, ratio {_fmt(l_of, 3)}"
+                            + (f" (FP32 IR against itself: {_fmt(noise_l, 3)})" if noise_l else "")))
         checks.append(_parity_check(name, r))
         checks.append(_conversion_check(name, r))
     if deltas:

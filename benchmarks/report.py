@@ -324,13 +324,15 @@ def render_markdown(results: dict) -> str:
     add("Batch 1. Latency: `PERFORMANCE_HINT=LATENCY`, one synchronous request, median ms. Throughput: "
         "`PERFORMANCE_HINT=THROUGHPUT`, `AsyncInferQueue` with `OPTIMAL_NUMBER_OF_INFER_REQUESTS` requests, "
         "inferences/s. FP32 = default compile. The variants run interleaved (A, B, C, B, C, A, ...), each "
-        "round the same length; the table gives the median of the rounds. `minilm_l6_v2` is reshaped to "
+        "round the same length; the table gives the median of the rounds. \"FP32 again\" is the FP32 IR "
+        "compiled and measured once more in its own slot: its ratio to FP32 is the noise floor of the ratios. `minilm_l6_v2` is reshaped to "
         "[1,128] (a sample padded with attention_mask 0), `fmnist_cnn` to [1,1,28,28].")
     add("")
     for key, unit, nd, better in (("latency_ms", "latency ms", 2, "lower"), ("throughput_fps", "FPS", 1, "higher")):
         hdr = ["model"] + [f"{unit} {LABEL[v]}" for v in variants] + [f"{LABEL[t]}/FP32" for t in tools]
         if len(tools) == 2:
             hdr.append("ours/NNCF")
+        hdr.append("FP32 again/FP32 (noise floor)")
         if key == "throughput_fps":
             hdr.append("requests")
         add(f"{'Latency' if key == 'latency_ms' else 'Throughput'} ({better} is better; value = median of the "
@@ -348,7 +350,7 @@ def render_markdown(results: dict) -> str:
                 xs = rounds.get(v) or []
                 row.append(_f(med.get(v), nd) + (f" ({min(xs):.{nd}f}–{max(xs):.{nd}f})" if len(xs) > 1 else ""))
             pairs = [(t, "fp32") for t in tools] + ([("ours", "nncf")] if len(tools) == 2 else [])
-            for a, b in pairs:
+            for a, b in pairs + [("fp32_control", "fp32")]:
                 pr = paired.get(f"{a}/{b}")
                 row.append(f"{pr:.2f}x" if pr is not None else _ratio(med.get(a), med.get(b)))
             if key == "throughput_fps":

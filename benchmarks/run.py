@@ -672,8 +672,15 @@ def _throughput_round(queue, seconds: float) -> float:
 
 def speed(core, xmls: dict[str, Path | None], inputs: dict, static_shapes: dict | None,
           rounds: int, seconds: float) -> dict:
-    """Latency (sync, LATENCY hint) and throughput (async queue, THROUGHPUT hint), interleaved."""
+    """Latency (sync, LATENCY hint) and throughput (async queue, THROUGHPUT hint), interleaved.
+
+    ``fp32_control`` is the FP32 IR compiled and measured again in a slot of its own: its ratio to
+    ``fp32`` is what two identical models measure apart on this machine (the noise floor of the
+    other ratios)."""
     variants = [v for v in VARIANTS if xmls.get(v) is not None]
+    if "fp32" in variants:
+        xmls = dict(xmls, fp32_control=xmls["fp32"])
+        variants.append("fp32_control")
     res: dict = {"rounds": rounds, "seconds_per_round": seconds, "input_shapes":
                  {k: list(v.shape) for k, v in inputs.items()}, "loadavg_before": _loadavg()}
     for mode in ("LATENCY", "THROUGHPUT"):
@@ -715,7 +722,7 @@ def speed(core, xmls: dict[str, Path | None], inputs: dict, static_shapes: dict 
         # rounds are interleaved, so a ratio taken within a round compares runs under the same load
         res[key + "_paired_ratios"] = {
             f"{a}/{b}": statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
-            for a, b in (("ours", "fp32"), ("nncf", "fp32"), ("ours", "nncf"))
+            for a, b in (("ours", "fp32"), ("nncf", "fp32"), ("ours", "nncf"), ("fp32_control", "fp32"))
             if per_round.get(a) and per_round.get(b)}
         res[mode.lower() + "_compile"] = info
         del queues, compiled
