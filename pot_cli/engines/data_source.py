@@ -98,7 +98,7 @@ class DataSource:
         the speed check) decode each file once; samples beyond it are decoded again each time.
     """
 
-    cache_limit_bytes = 128 * 2**20
+    cache_limit_bytes = 64 * 2**20
 
     def __init__(self, source: str, paths: Sequence[Path], kinds: Sequence[str],
                  inputs: Sequence[_Input], skipped: list[Path], source_key: str):

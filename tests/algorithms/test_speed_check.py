@@ -144,6 +144,22 @@ def test_a_trial_that_does_not_speed_up_the_model_is_rolled_back(monkeypatch):
     assert all(t.int8 for t in check.layers)
 
 
+def test_a_rolled_back_trial_does_not_move_the_fp32_comparison_to_another_time_window(monkeypatch):
+    """The INT8 model is measured again beside a trial (here under heavier load: 40 us); the final
+    comparison with FP32 must still use the interleaved first measurement (25 vs 30 us)."""
+    fp, q, result, revert = _setup()
+    inputs = models.random_inputs(fp, seed=1)
+    made = _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0},
+                        [30.0, 25.0, 45.0])
+    monkeypatch.setattr(_Profiler, "reset", lambda self: setattr(self, "loaded", True))
+    monkeypatch.setattr(_Profiler, "total_us",
+                        lambda self: 40.0 if getattr(self, "loaded", False) else [30.0, 25.0, 45.0][self.index])
+    out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
+    assert len(made) == 3  # FP32, INT8, one trial (conv2 in float), rolled back
+    assert check.reverted == [] and out is q
+    assert (check.fp32_us, check.int8_us) == (30.0, 25.0)
+
+
 def test_a_model_still_slower_than_fp32_goes_back_to_fp32(monkeypatch):
     fp, q, result, revert = _setup()
     inputs = models.random_inputs(fp, seed=1)
