@@ -258,11 +258,16 @@ def layer_category(node: ov.Node) -> str:
     :param node: the group's op.
     :return: ``depthwise``, ``group_conv``, ``conv_1x1``, ``conv``, ``deconv``, ``fully_connected``
         (MatMul with constant weights), ``matmul`` (two activations), ``attention``
-        (ScaledDotProductAttention) or ``eltwise``.
+        (ScaledDotProductAttention), ``pooling`` (AvgPool, ReduceMean), ``resample``
+        (Interpolate) or ``eltwise``.
     """
     t = node.get_type_name()
     if t in ATTENTION_OPS:
         return "attention"
+    if t in ("AvgPool", "ReduceMean"):
+        return "pooling"
+    if t == "Interpolate":
+        return "resample"
     if t == "GroupConvolution":
         return "depthwise" if is_depthwise(node) else "group_conv"
     if t == "Convolution":

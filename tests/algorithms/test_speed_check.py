@@ -93,6 +93,12 @@ def test_layer_categories():
     assert {layer_category(op) for op in two.get_ops() if op.get_type_name() == "MatMul"} == {"matmul"}
     chain = models.conv_chain()
     assert {layer_category(op) for op in chain.get_ops() if op.get_type_name() == "Convolution"} == {"conv"}
+    from test_propagation import interpolate_model
+    up = interpolate_model()
+    assert {layer_category(op) for op in up.get_ops() if op.get_type_name() == "Interpolate"} == {"resample"}
+    x = ov.opset13.parameter([1, 4, 8, 8], ov.Type.f32)
+    assert layer_category(ov.opset13.reduce_mean(x, np.array([2, 3], np.int64), True)) == "pooling"
+    assert layer_category(ov.opset13.avg_pool(x, [1, 1], [0, 0], [0, 0], [2, 2], True)) == "pooling"
 
 
 def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
