@@ -209,6 +209,9 @@ class _Profiler:
         return out
 
 
+#: a result whose chained INT8/FP32 time ratio is below this is not measured against FP32 again
+CLEARLY_FASTER = 0.85
+
 #: inferences per model per measurement at most (enough for stable per-node means on small models)
 MAX_RUNS = 100
 
@@ -297,7 +300,9 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     ``fp32_us * margin + min_gain_us``; a trial is kept only when the model's total time drops by
     more than ``accept`` (fraction), measured interleaved with the current model. When the result
     is still slower than FP32, every layer is reverted: the output then equals the FP32 model
-    (and a warning says so).
+    (and a warning says so). The result is compared with FP32 through the product of the
+    interleaved ratios (first measurement, then each kept trial); only when that product is above
+    :data:`CLEARLY_FASTER` are the two measured against each other again.
 
     :param fp_model: the floating-point model (not modified).
     :param model: the quantized model (not modified; reverts are made on clones).
@@ -341,6 +346,9 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             excess[category] += t.int8_us - t.fp32_us
             candidates[category].append(g)
     current = model
+    # INT8/FP32 time ratio of ``current``, chained over kept trials (each one measured interleaved
+    # with the model it replaces)
+    ratio = result.int8_us_before / fp32.total_us() if fp32.total_us() else 1.0
     measure_seconds = time.perf_counter() - t0 - fp32.compile_seconds - state.compile_seconds
     order = sorted(candidates, key=lambda c: -excess[c])[:max_trials]
     for k, category in enumerate(order):
@@ -364,15 +372,18 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             for g in candidates[category]:
                 timings[g].int8, timings[g].round = False, result.rounds
             result.reverted += candidates[category]
+            ratio *= trial.total_us() / state.total_us()
             current, state = trial_model, trial
     # never slower than FP32: compare the result with the FP32 model, interleaved. When no trial
     # was kept, the first measurement is that comparison (``state`` was measured again beside each
     # rolled-back trial, in another time window than ``fp32``: comparing those mixed load changes in)
-    if result.reverted:
+    if result.reverted and ratio > CLEARLY_FASTER:
         fp32.reset()
         state.reset()
         _measure(fp32, state, seconds)
         result.fp32_us, result.int8_us = fp32.total_us(), state.total_us()
+    elif result.reverted:  # clearly faster by the chained ratios: no need to measure again
+        result.fp32_us, result.int8_us = fp32.total_us(), fp32.total_us() * ratio
     else:
         result.fp32_us, result.int8_us = fp32.total_us(), result.int8_us_before
     if result.int8_us > result.fp32_us:

@@ -166,6 +166,23 @@ def test_a_rolled_back_trial_does_not_move_the_fp32_comparison_to_another_time_w
     assert (check.fp32_us, check.int8_us) == (30.0, 25.0)
 
 
+@pytest.mark.parametrize("totals, measured_again", [([30.0, 25.0, 20.0], False), ([30.0, 29.0, 28.0], True)])
+def test_the_fp32_comparison_is_measured_again_only_when_the_chained_ratio_is_close(monkeypatch, totals,
+                                                                                   measured_again):
+    """After a kept trial the result's INT8/FP32 ratio is the product of interleaved ratios (25/30 x
+    20/25 = 0.67: clearly faster, no new measurement); near break-even (0.93) FP32 is measured again."""
+    fp, q, result, revert = _setup()
+    inputs = models.random_inputs(fp, seed=1)
+    made = _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0}, totals)
+    resets: list[int] = []
+    monkeypatch.setattr(_Profiler, "reset", lambda self: resets.append(self.index))
+    _, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
+    assert check.reverted == ["conv2"] and len(made) == 3
+    assert (0 in resets) == measured_again
+    if not measured_again:
+        assert check.int8_us == pytest.approx(20.0) and check.fp32_us == 30.0
+
+
 def test_a_model_still_slower_than_fp32_goes_back_to_fp32(monkeypatch):
     fp, q, result, revert = _setup()
     inputs = models.random_inputs(fp, seed=1)
