@@ -210,7 +210,13 @@ class _Profiler:
 
 
 #: a result whose chained INT8/FP32 time ratio is below this is not measured against FP32 again
-CLEARLY_FASTER = 0.85
+#: (each link of the chain carries a few % of noise: minilm_l6_v2 chained to 0.87 while the model
+#: measured as fast as FP32)
+CLEARLY_FASTER = 0.75
+
+#: the quantized model is kept only when at least this much faster than FP32 (fraction): within the
+#: measurement noise (2-5% on a loaded 2-core machine) INT8 would only cost accuracy
+MIN_GAIN = 0.03
 
 #: inferences per model per measurement at most (enough for stable per-node means on small models)
 MAX_RUNS = 100
@@ -299,8 +305,8 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     each trial reverting the category's layers that are slower in INT8 by more than
     ``fp32_us * margin + min_gain_us``; a trial is kept only when the model's total time drops by
     more than ``accept`` (fraction), measured interleaved with the current model. When the result
-    is still slower than FP32, every layer is reverted: the output then equals the FP32 model
-    (and a warning says so). The result is compared with FP32 through the product of the
+    is not at least :data:`MIN_GAIN` faster than FP32, every layer is reverted: the output then
+    equals the FP32 model (and a warning says so). The result is compared with FP32 through the product of the
     interleaved ratios (first measurement, then each kept trial); only when that product is above
     :data:`CLEARLY_FASTER` are the two measured against each other again.
 
@@ -386,11 +392,11 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         result.fp32_us, result.int8_us = fp32.total_us(), fp32.total_us() * ratio
     else:
         result.fp32_us, result.int8_us = fp32.total_us(), result.int8_us_before
-    if result.int8_us > result.fp32_us:
+    if result.int8_us > result.fp32_us * (1.0 - MIN_GAIN):
         rest = [g for g in groups if timings[g].int8]
-        log.warning("speed check: the quantized model is not faster than FP32 on %s (%.0f vs %.0f us per "
-                    "inference); all %d remaining quantized layer(s) are kept in floating point",
-                    device, result.int8_us, result.fp32_us, len(rest))
+        log.warning("speed check: the quantized model is not at least %.0f%% faster than FP32 on %s (%.0f vs "
+                    "%.0f us per inference); all %d remaining quantized layer(s) are kept in floating point",
+                    100 * MIN_GAIN, device, result.int8_us, result.fp32_us, len(rest))
         current = current.clone()
         for g in rest:
             revert(current, g)
