@@ -27,7 +27,8 @@ from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstima
 from pot_cli.algorithms.propagation import propagate
 from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
-from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float, weight_channel_axes
+from pot_cli.graph.patterns import (ATTENTION_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float,
+                                    weight_channel_axes)
 from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
 
 log = logging.getLogger("pot")
