@@ -336,7 +336,6 @@ class MinMaxQuantization:
         self._constant_cache: dict = {}
         self._second_operands: set[ov.Output] = set()  # port-1 inputs of activation x activation MatMuls
         self._symmetric_outputs: set[ov.Output] = set()  # tensors quantized symmetrically whatever the preset
-        self.requantized_ops: list[ov.Node] = []  # AvgPool/ReduceMean/Interpolate ops, downstream first
         self.transformer = False
         self.activation_mode = settings.activation_mode
         self._pattern_ignored: set[int] = set()  # instance ids of ops inside ignored patterns
@@ -449,10 +448,10 @@ class MinMaxQuantization:
                 q.channel_axis = 1
         # a linear/cubic Interpolate stays in f32 on the CPU plugin (measured: linear_onnx), so a
         # quantizer in front of it would only add a conversion
-        self.requantized_ops = [n for n in reversed(ordered)
-                                if n.get_type_name() in s.requantized_op_types and not self._ignored(n)
-                                and (n.get_type_name() != "Interpolate" or n.get_attributes().get("mode") == "nearest")]
-        propagate(self, by_output)
+        requantized = [n for n in reversed(ordered)
+                       if n.get_type_name() in s.requantized_op_types and not self._ignored(n)
+                       and (n.get_type_name() != "Interpolate" or n.get_attributes().get("mode") == "nearest")]
+        propagate(self, by_output, requantized)
         self.activations = list(by_output.values())
         self.unified = [g for g in self.unified if len(g) > 1]
 

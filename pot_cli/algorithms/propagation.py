@@ -12,7 +12,7 @@ way; see :class:`pot_cli.algorithms.min_max.MinMaxSettings` (``agnostic_op_types
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import openvino as ov
@@ -43,16 +43,18 @@ def commutes(mm: "MinMaxQuantization", node: ov.Node) -> bool:
     return True
 
 
-def propagate(mm: "MinMaxQuantization", by_output: dict) -> None:
+def propagate(mm: "MinMaxQuantization", by_output: dict, requantized_ops: Sequence[ov.Node] = ()) -> None:
     """Move per-tensor quantizers up through agnostic ops and onto Concat inputs (see
     ``MinMaxSettings.agnostic_op_types`` and ``unified_scale_types``); once nothing moves, give
-    the ops of ``mm.requantized_ops`` an input quantizer where ``requantized_op_types`` says so,
-    and move those too.
+    the ops of ``requantized_ops`` an input quantizer where ``requantized_op_types`` says so, and
+    move those too.
 
     :param mm: the planning MinMaxQuantization (its settings, ignored scope, constant test and
         7-bit MatMul operands, which follow a moved quantizer).
     :param by_output: tensor -> :class:`ActivationQuantizer` as planned; updated in place.
         ``mm.unified`` receives the groups of quantizers that share one range.
+    :param requantized_ops: AvgPool/ReduceMean/nearest Interpolate ops that may get an input
+        quantizer (``MinMaxSettings.requantized_op_types``), downstream first.
     """
     from pot_cli.algorithms.min_max import ActivationQuantizer
     group: dict[int, list[ActivationQuantizer]] = {}
@@ -102,7 +104,7 @@ def propagate(mm: "MinMaxQuantization", by_output: dict) -> None:
         """Input quantizers for the ops of ``requantized_op_types`` whose output is quantized for
         every consumer, when every other consumer of that input reads a quantizer too."""
         added = []
-        for node in mm.requantized_ops:
+        for node in requantized_ops:
             if node.get_instance_id() in requantized:
                 continue
             q_out = by_output.get(node.output(0))

@@ -387,11 +387,8 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         fp32.reset()
         state.reset()
         _measure(fp32, state, seconds)
-        result.fp32_us, result.int8_us = fp32.total_us(), state.total_us()
-    elif result.reverted:  # clearly faster by the chained ratios: no need to measure again
-        result.fp32_us, result.int8_us = fp32.total_us(), fp32.total_us() * ratio
-    else:
-        result.fp32_us, result.int8_us = fp32.total_us(), result.int8_us_before
+        ratio = state.total_us() / fp32.total_us() if fp32.total_us() else 1.0
+    result.fp32_us, result.int8_us = fp32.total_us(), fp32.total_us() * ratio
     if result.int8_us > result.fp32_us * (1.0 - MIN_GAIN):
         rest = [g for g in groups if timings[g].int8]
         log.warning("speed check: the quantized model is not at least %.0f%% faster than FP32 on %s (%.0f vs "
