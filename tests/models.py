@@ -289,6 +289,36 @@ def gru_sequence(seed: int = 0, steps: int = 6, inputs: int = 16, hidden: int = 
     return _model([y.output(0)], [x, h0], "gru_sequence")
 
 
+def vit_like(seed: int = 0, convs: int = 1, dim: int = 16) -> ov.Model:
+    """A ViT-like encoder block behind ``convs`` convolutions: ``x [1,3,16,16]`` -> 4x4/4 patch
+    convolution (plus ``convs - 1`` 1x1 convolutions) -> tokens [1,16,dim] -> MVN -> q/k/v linear
+    -> ``softmax(q @ k^T) @ v`` -> out linear -> residual Add -> MVN -> head linear."""
+    rng = _rng(seed)
+    x = param("x", [1, 3, 16, 16], layout="NCHW")
+    y = _named(ops.convolution(x, const(rng.standard_normal((dim, 3, 4, 4)).astype(np.float32) * 0.2, "patch/w"),
+                               [4, 4], [0, 0], [0, 0], [1, 1]), "patch")
+    for i in range(1, convs):
+        y = ops.relu(conv(y, conv_weights(rng, dim, dim, 1), f"conv{i}", pad=0))
+    tokens = _named(ops.transpose(ops.reshape(y, ops.constant(np.array([1, dim, 16], np.int64)), False),
+                                  ops.constant(np.array([0, 2, 1], np.int64))), "tokens")
+
+    def linear(t, name, n=dim):
+        w = const((rng.standard_normal((n, t.get_output_partial_shape(0)[2].get_length())) * 0.3).astype(np.float32),
+                  name + "/w")
+        return _named(ops.add(_named(ops.matmul(t, w, False, True), name),
+                              ops.constant(bias_values(rng, n))), name + "/bias")
+
+    norm = _named(ops.mvn(tokens, ops.constant(np.array([2], np.int64)), True, 1e-5, "inside_sqrt"), "ln1")
+    q, k, v = (linear(norm, n) for n in ("q", "k", "v"))
+    scores = _named(ops.matmul(q, k, False, True), "scores")
+    probs = _named(ops.softmax(ops.multiply(scores, ops.constant(np.float32(dim ** -0.5))), 2), "probs")
+    context = _named(ops.matmul(probs, v, False, False), "context")
+    res = _named(ops.add(tokens, linear(context, "o")), "residual")
+    head = linear(_named(ops.mvn(res, ops.constant(np.array([2], np.int64)), True, 1e-5, "inside_sqrt"), "ln2"),
+                  "head", 10)
+    return _model([head], [x], f"vit_like_{convs}")
+
+
 #: name -> builder with default arguments, for parametrised tests
 BUILDERS = {
     "conv_bias_relu": conv_bias_relu,

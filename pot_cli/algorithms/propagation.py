@@ -79,7 +79,7 @@ def propagate(mm: "MinMaxQuantization", by_output: dict, requantized_ops: Sequen
     def carry(old: ActivationQuantizer, src: ov.Output) -> None:
         if old.output in mm._second_operands:  # a 7-bit MatMul operand stays 7-bit
             mm._second_operands.add(src)
-        if old.output in mm._symmetric_outputs:  # so does a symmetric attention operand
+        if old.output in mm._symmetric_outputs:  # so does a symmetric MatMul or attention operand
             mm._symmetric_outputs.add(src)
 
     def all_consumers_quantized(out: ov.Output, q: ActivationQuantizer) -> bool:

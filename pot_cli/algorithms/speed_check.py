@@ -75,6 +75,8 @@ class SpeedCheckResult:
     :param rounds: measurement rounds run.
     :param seconds: wall time of the whole check.
     :param skipped: layer categories not tried for lack of time (see ``budget_s``).
+    :param whole_model: groups reverted at the end because the model as a whole was not at least
+        :data:`MIN_GAIN` faster than FP32 (the rest of ``reverted`` were slower in INT8 in a trial).
     """
 
     layers: list[LayerTiming] = field(default_factory=list)
@@ -85,6 +87,7 @@ class SpeedCheckResult:
     rounds: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    whole_model: list[str] = field(default_factory=list)
 
     def report(self) -> dict:
         """The ``speed_check`` section of report.json (times in microseconds per inference)."""
@@ -92,6 +95,7 @@ class SpeedCheckResult:
             "fp32_us": round(self.fp32_us, 1), "int8_us_before": round(self.int8_us_before, 1),
             "int8_us": round(self.int8_us, 1), "rounds": self.rounds, "seconds": round(self.seconds, 3),
             "reverted": list(self.reverted), "categories_not_tried": list(self.skipped),
+            "reverted_as_whole_model": list(self.whole_model),
             "layers": [{"layer": t.layer, "type": t.type, "fp32_us": round(t.fp32_us, 2),
                         "int8_us": round(t.int8_us, 2), "decision": "int8" if t.int8 else "float",
                         "round": t.round} for t in self.layers],
@@ -389,8 +393,8 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         _measure(fp32, state, seconds)
         ratio = state.total_us() / fp32.total_us() if fp32.total_us() else 1.0
     result.fp32_us, result.int8_us = fp32.total_us(), fp32.total_us() * ratio
-    if result.int8_us > result.fp32_us * (1.0 - MIN_GAIN):
-        rest = [g for g in groups if timings[g].int8]
+    rest = [g for g in groups if timings[g].int8]
+    if rest and result.int8_us > result.fp32_us * (1.0 - MIN_GAIN):
         log.warning("speed check: the quantized model is not at least %.0f%% faster than FP32 on %s (%.0f vs "
                     "%.0f us per inference); all %d remaining quantized layer(s) are kept in floating point",
                     100 * MIN_GAIN, device, result.int8_us, result.fp32_us, len(rest))
@@ -399,6 +403,8 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             revert(current, g)
             timings[g].int8, timings[g].round = False, result.rounds
         result.reverted += rest
+        result.whole_model = rest
+    if not [g for g in groups if timings[g].int8]:  # nothing quantized is left: the FP32 model
         result.int8_us = result.fp32_us
     result.layers = [timings[g] for g in groups]
     result.seconds = time.perf_counter() - t0

@@ -522,14 +522,26 @@ def _range_estimator(r: Mapping | None) -> RangeEstimator | None:
                           max=_statistic(r.get("max")))
 
 
+#: compression-level keys POT also reads from (and documents in) an algorithm's ``params``
+_COMPRESSION_KEYS = ("target_device", "model_type", "dump_intermediate_model", "inplace_statistics")
+
+
 def _compression_fields(c: Mapping) -> dict[str, Any]:
-    device = c.get("target_device", "ANY")
-    model_type = c.get("model_type")
+    """``target_device``, ``model_type``, ``dump_intermediate_model`` and ``inplace_statistics``:
+    from ``compression``, else from the first algorithm's ``params`` that sets them (POT's docs
+    show them there), else the defaults."""
+    given = {k: c[k] for k in _COMPRESSION_KEYS if k in c}
+    for algo in c.get("algorithms", ()):
+        for k, v in algo.get("params", {}).items():
+            if k in _COMPRESSION_KEYS:
+                given.setdefault(k, v)
+    device = given.get("target_device", "ANY")
+    model_type = given.get("model_type")
     return {
         "target_device": "NPU" if device == "VPU" else device,
         "model_type": None if model_type in (None, "None") else model_type,
-        "dump_intermediate_model": c.get("dump_intermediate_model", False),
-        "inplace_statistics": c.get("inplace_statistics", True),
+        "dump_intermediate_model": given.get("dump_intermediate_model", False),
+        "inplace_statistics": given.get("inplace_statistics", True),
     }
 
 

@@ -124,7 +124,11 @@ def test_every_fq_is_named_after_a_consumer_has_256_levels_and_the_model_still_c
     # A FullyConnected on a signed input saturates on CPUs without VNNI unless its weights are
     # 7-bit; the default fix covers convolutions only (measured: it costs transformers more than
     # it saves), so the single-FC models ask for it on every layer.
-    fix = "all" if name.startswith("matmul_bias") or name == "gather_int64" else "first_layer"
+    # matmul_two_activations: the CPU plugin multiplies 8-bit operands in INT8, and these
+    # full-range uniform operands saturate its pair sums on CPUs without VNNI, so "all" (7-bit
+    # second operand, run in f32) keeps the check independent of the machine
+    fix = ("all" if name.startswith("matmul_bias") or name in ("gather_int64", "matmul_two_activations")
+           else "first_layer")
     quantize(model, params=QuantizationParams(saturation_fix=fix))
     q = fqs(model)
     assert q, "no FakeQuantize inserted"
@@ -132,7 +136,7 @@ def test_every_fq_is_named_after_a_consumer_has_256_levels_and_the_model_still_c
         m = re.fullmatch(r"(.+)/fq_input_(\d+)", fq_name)
         assert m, fq_name
         assert (m.group(1), int(m.group(2))) in {(n, p) for _, n, p in consumers(fq)}
-        # 128 levels: the second operand of an activation x activation MatMul (saturation_fix)
+        # 128 levels: the second operand of an activation x activation MatMul under saturation_fix all
         expected_levels = 128 if (name == "matmul_two_activations" and fq_name.endswith("_1")) else 256
         assert fq.get_attributes()["levels"] == expected_levels
         assert fq.input_value(0).get_element_type() == ov.Type.f32
@@ -282,12 +286,27 @@ def test_shared_weights_report_matches_the_weights_in_the_graph():
                                rtol=1e-6)
 
 
-def test_matmul_with_two_activations_matches_the_fake_quantize_simulation():
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+@pytest.mark.parametrize("fix", [
+    "all",  # 7-bit second operand: the plugin keeps the MatMul in f32
+    pytest.param("first_layer", marks=pytest.mark.skipif(
+        not _cpu_has_vnni(), reason="INT8 MatMul of full-range operands saturates without VNNI")),
+])
+def test_matmul_with_two_activations_matches_the_fake_quantize_simulation(fix):
     from pot_cli.algorithms.fake_quantize import fake_quantize
 
     model = models.matmul_two_activations()
-    quantize(model)
+    quantize(model, params=QuantizationParams(saturation_fix=fix))
     q = fqs(model)
+    assert q["matmul/fq_input_1"].get_attributes()["levels"] == (128 if fix == "all" else 256)
 
     def fq(name, x):
         node = q[name]
@@ -625,3 +644,27 @@ def test_strongly_skewed_signed_tensor_gets_an_asymmetric_quantizer_in_the_perfo
     assert abs(low - np.mean(mins)) < 0.5 and abs(high - np.mean(maxs)) < 0.5
     low, high, _ = run_with(0.0)  # disabled: symmetric around zero
     assert high > 90 and abs(low + high * 128 / 127) < 1e-3
+
+
+def test_transformer_behind_a_convolution_stem_is_detected_and_quantized_as_one():
+    from pot_cli.algorithms.min_max import looks_like_transformer
+
+    model = models.vit_like()
+    assert looks_like_transformer(model)  # 1 convolution, 5 weighted MatMuls, attention
+    assert not looks_like_transformer(models.vit_like(convs=6))  # a CNN with one attention block
+    assert not looks_like_transformer(models.conv_chain())
+    quantize(model)
+    q = fqs(model)
+    quantized_inputs = {(n, p) for fq in q.values() for _, n, p in consumers(fq)}
+    # the transformer scheme: the residual Add stays in floating point, and so does
+    # softmax(Q.K^T).V; Q.K^T gets symmetric operands with 256 levels
+    assert not {("residual", 0), ("residual", 1), ("context", 0), ("context", 1)} & quantized_inputs
+    assert {("scores", 0), ("scores", 1), ("q", 0), ("o", 0), ("head", 0)} <= quantized_inputs
+    for fq in q.values():
+        if any(n == "scores" for _, n, _ in consumers(fq)):
+            assert fq.get_attributes()["levels"] == 256
+            assert float(const_value(fq, 1)) < 0 < float(const_value(fq, 2))
+    # the CNN scheme for the same attention under many convolutions: softmax.V is quantized
+    cnn = models.vit_like(convs=6)
+    quantize(cnn)
+    assert ("context", 1) in {(n, p) for fq in fqs(cnn).values() for _, n, p in consumers(fq)}

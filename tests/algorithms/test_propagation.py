@@ -10,6 +10,7 @@ import pytest
 import models
 from models import _model, _named, _rng, add_bias, bias_values, conv, conv_weights, param
 from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
+from pot_cli.config import QuantizationParams
 from pot_cli.graph.model import is_constant_subgraph
 from pot_cli.graph.patterns import find_se_blocks
 
@@ -179,18 +180,22 @@ def test_nested_concats_share_one_range_over_all_their_inputs():
     assert source(op(model, "conv_out"), 0).get_friendly_name() == "outer"
 
 
-def test_second_matmul_operand_keeps_seven_bits_after_moving_through_a_transpose():
+def test_second_matmul_operand_stays_symmetric_after_moving_through_a_transpose():
     qx = param("q", [1, 4, 8])
     kx = param("k", [1, 4, 8])
-    kt = _named(ops.transpose(ops.relu(kx), ops.constant(np.array([0, 2, 1], np.int64))), "k_t")
+    kt = _named(ops.transpose(ops.tanh(kx), ops.constant(np.array([0, 2, 1], np.int64))), "k_t")
     mm = _named(ops.matmul(ops.relu(qx), kt, False, False), "scores")
     model = _model([mm], [qx, kx], "attention")
-    result = quantize(model, low=-1.0, high=1.0)
+    # the mixed preset would give a signed tensor an asymmetric (u8) grid
+    result = quantize(model, params=QuantizationParams(preset="mixed"))
     assert list(group_ops(model, result)) == ["scores"]  # the Transpose only carries INT8 data
     q = fqs(model)
     moved = q["k_t/fq_input_0"]
-    assert source(moved, 0).get_type_name() == "Relu"
-    assert moved.get_attributes()["levels"] == 128
+    assert source(moved, 0).get_type_name() == "Tanh"
+    # 256 symmetric levels: the only second operand the CPU plugin multiplies in INT8 (i8)
+    assert moved.get_attributes()["levels"] == 256
+    lo, hi = (float(np.array(source(moved, k).get_data())) for k in (1, 2))
+    assert lo < 0 < hi and lo == pytest.approx(-hi * 128 / 127)
     assert q["scores/fq_input_0"].get_attributes()["levels"] == 256
 
 

@@ -189,6 +189,10 @@ def test_a_model_still_slower_than_fp32_goes_back_to_fp32(monkeypatch):
     _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 11.0, "conv2": 9.0}, [20.0, 24.0])
     out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
     assert sorted(check.reverted) == ["conv1", "conv2"]
+    # conv1 was tried in float (slower in INT8) and rolled back: both go back for the model as a whole
+    assert sorted(check.whole_model) == ["conv1", "conv2"]
+    assert sorted(check.report()["reverted_as_whole_model"]) == ["conv1", "conv2"]
+    assert check.int8_us == check.fp32_us == 20.0
     assert not fqs(out)
     x = models.random_inputs(fp, seed=3)
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -166,9 +166,27 @@ def test_unknown_key_with_did_you_mean(ir):
     err = error_of(with_params(ir, {"presett": "mixed"}))
     assert str(err) == (
         "<command line>: compression.algorithms[0].params.presett: unknown key (did you mean "
-        "'preset'?); expected one of: activations, apply_for_all_nodes, ignored, preset, "
-        "quantize_recurrent, saturation_fix, seed, shuffle_data, speed_check, stat_batch_size, "
-        "stat_subset_size, threshold, use_fast_bias, use_layerwise_tuning, weights")
+        "'preset'?); expected one of: activations, apply_for_all_nodes, dump_intermediate_model, "
+        "ignored, inplace_statistics, model_type, preset, quantize_recurrent, saturation_fix, seed, "
+        "shuffle_data, speed_check, stat_batch_size, stat_subset_size, target_device, threshold, "
+        "use_fast_bias, use_layerwise_tuning, weights")
+
+
+@pytest.mark.parametrize("where", ["compression", "params", "both"])
+def test_model_type_and_target_device_in_algorithm_params(ir, where):
+    # POT's docs list target_device and model_type among an algorithm's params; compression's win
+    raw = minimal(ir)
+    params = raw["compression"]["algorithms"][0].setdefault("params", {})
+    if where in ("compression", "both"):
+        raw["compression"].update(model_type="transformer", target_device="CPU")
+    if where in ("params", "both"):
+        params.update(model_type="transformer" if where == "params" else None,
+                      target_device="GPU" if where == "both" else "CPU")
+    cfg = validate_config(raw, "<command line>")
+    assert cfg.compression.target_device == "CPU"
+    assert cfg.compression.model_type == "transformer"
+    assert cfg.compression.algorithms[0].params.model_type == "transformer"
+    assert cfg.compression.algorithms[0].params.target_device == "CPU"
 
 
 def test_unknown_top_level_section(ir):
@@ -185,8 +203,8 @@ def test_key_of_another_algorithm_is_rejected(ir):
     err = error_of(with_params(ir, {"preset": "mixed"}, name="FastBiasCorrection"))
     assert str(err) == (
         "<command line>: compression.algorithms[0].params.preset: unknown key; expected one "
-        "of: apply_for_all_nodes, ignored, seed, shuffle_data, stat_batch_size, "
-        "stat_subset_size, threshold")
+        "of: apply_for_all_nodes, dump_intermediate_model, ignored, inplace_statistics, "
+        "model_type, seed, shuffle_data, stat_batch_size, stat_subset_size, target_device, threshold")
 
 
 def test_wrong_type(ir):
