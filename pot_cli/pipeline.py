@@ -272,7 +272,8 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         activation_levels=act_levels, weight_levels=w_levels, weight_ranges=weight_ranges,
         activation_per_channel=act_per_channel, config_source=source,
         depthwise_per_channel=dw_per_channel and act_bits == 8,
-        saturation_fix=params.saturation_fix if hw.target_device in ("ANY", "CPU", "CPU_SPR") else "no",
+        saturation_fix=params.saturation_fix or ("first_layer" if hw.target_device in ("ANY", "CPU", "CPU_SPR")
+                                                 else "no"),
         skewed_asymmetric=0.1 if may_switch_to_asymmetric else 0.0,
         model_type=params.model_type,
         # an explicit activations.mode wins over the transformer default (asymmetric)

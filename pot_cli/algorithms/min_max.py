@@ -159,10 +159,11 @@ class MinMaxSettings:
         into int16 and saturates when both are large (the original POT's ``saturation_fix``,
         NNCF's ``OverflowFix``). The fix stores the affected weights in 7 bits (``[-63, 63]``).
         ``first_layer`` applies it to the first convolutions (no weighted op upstream) and,
-        beyond POT, to every convolution whose activation input is signed or has a zero point: the
-        runtime shifts those inputs into u8 around 128, so their codes are large as in a first
-        layer (measured here: mobilenet_v2 top-1 agreement 0.885 -> 0.893, and preset ``mixed``
-        stops losing accuracy). ``all``: every weighted layer, and the second operand of every
+        beyond POT, to every convolution (and, outside transformers, every FullyConnected) whose
+        activation input is signed or has a zero point, also through MaxPool, Concat and the other
+        ops a quantizer moves across: the runtime shifts those inputs into u8 around 128, so their
+        codes are large as in a first layer (measured here: mobilenet_v2 top-1 agreement 0.885 ->
+        0.893, and preset ``mixed`` stops losing accuracy). ``all``: every weighted layer, and the second operand of every
         MatMul of two activations gets 7 bits (128 levels), which makes the CPU plugin run that
         MatMul in f32 (measured); ``no``: none. With ``first_layer`` that operand keeps 8 bits, as
         NNCF places it: the plugin runs the MatMul in INT8, exact on VNNI/AMX CPUs; on AVX2 CPUs
@@ -640,7 +641,16 @@ class MinMaxQuantization:
         out = set()
         for q in self.activations:
             if q.params is not None and (q.params.signed or np.any(q.params.zero_point != 0)):
-                out.update(i.get_node().get_instance_id() for i in q.consumers)
+                # a quantizer moved up through MaxPool, Transpose, Concat... feeds the layers after them
+                stack, seen = [i.get_node() for i in q.consumers], set()
+                while stack:
+                    node = stack.pop()
+                    if node.get_instance_id() in seen:
+                        continue
+                    seen.add(node.get_instance_id())
+                    out.add(node.get_instance_id())
+                    if node.get_type_name() in AGNOSTIC_OPS or node.get_type_name() == "Concat":
+                        stack.extend(t.get_node() for o in node.outputs() for t in o.get_target_inputs())
         return out
 
     def compute_weights(self) -> None:
@@ -655,11 +665,15 @@ class MinMaxQuantization:
         if s.saturation_fix == "all":
             fix = {w.node.get_instance_id() for w in self.weights}
         elif s.saturation_fix == "first_layer":
-            # convolutions only: the CPU plugin's int8 FullyConnected (MatMul with constant
-            # weights) does not saturate (minilm_l6_v2 output cosine 0.981 without the fix on
-            # its MatMuls, 0.950 with it)
+            # convolutions, and the MatMuls (FullyConnected) of models other than transformers:
+            # the CPU plugin's int8 FullyConnected saturates too (measured: 17% relative error on
+            # full-range signed operands; a random-weight EfficientNet-B0's classifier, top-1
+            # agreement 0.30 -> 0.94 with the fix), but on a transformer's LayerNorm outputs the
+            # 7-bit weights cost more than they save (minilm_l6_v2 output cosine 0.981 without the
+            # fix on its MatMuls, 0.950 with it)
+            fixed_types = _CONV_TYPES if self.transformer else _CONV_TYPES | {"MatMul"}
             fix = {i for i in self._first_layers() | self._signed_input_layers()
-                   if i in {w.node.get_instance_id() for w in self.weights if w.node.get_type_name() in _CONV_TYPES}}
+                   if i in {w.node.get_instance_id() for w in self.weights if w.node.get_type_name() in fixed_types}}
         groups: dict[tuple[ov.Output, tuple[int, ...]], list[WeightQuantizer]] = {}
         for w in self.weights:
             groups.setdefault((w.source, w.keep_axes), []).append(w)

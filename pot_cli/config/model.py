@@ -233,6 +233,8 @@ class QuantizationParams:
     ``speed_check`` (our extension, DefaultQuantization and MinMaxQuantization) measures each
     quantized layer on the calibration device and keeps in floating point those slower in INT8
     (:mod:`pot_cli.algorithms.speed_check`); ``None`` means on for CPU and CPU_SPR, off for ANY.
+    ``saturation_fix`` ``None`` means the device's default: ``first_layer`` for ANY, CPU and
+    CPU_SPR, ``no`` for the others; a value given in the config applies to any device.
     ``quantize_recurrent`` (not a POT or NNCF key: neither had a switch, both quantized
     LSTMSequence/GRUSequence where the hardware config lists them) opts in to quantizing
     recurrent ops; by default they stay in floating point.
@@ -245,7 +247,7 @@ class QuantizationParams:
     seed: int = 0
     use_fast_bias: bool = True
     use_layerwise_tuning: bool = False
-    saturation_fix: SaturationFix = "first_layer"
+    saturation_fix: SaturationFix | None = None
     speed_check: bool | None = None
     quantize_recurrent: bool = False
     threshold: float = 2.0

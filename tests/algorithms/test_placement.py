@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 import pytest
 
 import models
@@ -175,6 +176,33 @@ def test_saturation_fix_setting(fix, first, second):
     assert np.abs(compressed_weights(op(model, "conv2"))[0]).max() == second
 
 
+def _signed_layer_after(kind: str) -> ov.Model:
+    """``x -> conv1 -> relu -> conv2 -> (Tanh: signed) -> kind -> layer``: the last layer's input
+    is signed, behind a MaxPool (its quantizer moves in front of it) or directly (a MatMul)."""
+    rng = np.random.default_rng(0)
+    x = models.param("x", [1, 3, 8, 8], layout="NCHW")
+    y = ops.relu(models.conv(x, models.conv_weights(rng, 4, 3), "conv1"))
+    y = ops.tanh(models.conv(y, models.conv_weights(rng, 4, 4), "conv2"))
+    if kind == "maxpool":
+        pool = models._named(ops.max_pool(y, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2]), "pool")
+        last = models.conv(pool.output(0), models.conv_weights(rng, 4, 4), "last")
+    else:
+        y = ops.reshape(ops.reduce_mean(y, np.array([2, 3], np.int64), False), ops.constant(np.array([1, 4], np.int64)), False)
+        last = models._named(ops.matmul(y, ops.constant(rng.standard_normal((4, 5)).astype(np.float32)), False, False), "last")
+    return models._model([last], [x], f"signed_{kind}")
+
+
+@pytest.mark.parametrize("kind", ["maxpool", "matmul"])
+def test_saturation_fix_reaches_a_layer_behind_moved_quantizers_and_fully_connected_layers(kind):
+    # a signed input shifts into u8 around 128 on the CPU plugin: 7-bit weights
+    model = _signed_layer_after(kind)
+    quantize(model)
+    if kind == "maxpool":  # the quantizer sits in front of the MaxPool, not of the layer
+        assert {n for fq in fqs(model).values() for _, n, _ in consumers(fq)} >= {"pool"}
+    assert np.abs(compressed_weights(op(model, "last"))[0]).max() == 63
+    assert np.abs(compressed_weights(op(model, "conv2"))[0]).max() == 127  # reads a ReLU output
+
+
 def test_depthwise_conv_input_is_quantized_per_channel():
     model = models.depthwise_conv(c=4)
     w = const_value(op(model, "dwconv"), 1)
@@ -201,7 +229,7 @@ def test_depthwise_conv_input_is_quantized_per_channel():
 def test_matmul_weights_per_output_column(transpose_b):
     model = models.matmul_bias(transpose_b)
     w = const_value(op(model, "fc"), 1)  # (K=16, N=8) or (N=8, K=16)
-    quantize(model)
+    quantize(model, params=QuantizationParams(saturation_fix="no"))
     q = fqs(model)
     assert list(q) == ["fc/fq_input_0"]
     assert consumers(q["fc/fq_input_0"]) == {("MatMul", "fc", 0)}
@@ -209,8 +237,11 @@ def test_matmul_weights_per_output_column(transpose_b):
     assert codes.shape == w.shape
     n_axis = 0 if transpose_b else 1
     assert scale.shape == ((8, 1) if transpose_b else (1, 8))
-    # 8-bit (127): the saturation fix narrows convolutions only, not FullyConnected
     np.testing.assert_allclose(scale.reshape(-1), np.abs(w).max(axis=1 - n_axis) / 127, rtol=1e-6)
+    # by default a first layer (and a FullyConnected with a signed input outside transformers) is 7-bit
+    model = models.matmul_bias(transpose_b)
+    quantize(model)
+    assert np.abs(compressed_weights(op(model, "fc"))[0]).max() == 63
 
 
 def test_concat_inputs_get_unified_quantizers_and_the_branch_input_one_shared_fq():
@@ -451,6 +482,10 @@ def test_settings_from_hardware_configs():
     gna = create_min_max_settings(QuantizationParams(), load_hardware_config("GNA"))
     assert gna.activation_bits == 16
     assert gna.saturation_fix == "no" and not gna.depthwise_per_channel
+    # the fix is a CPU matter: off by default for GPU, but an explicit value applies to any device
+    assert create_min_max_settings(QuantizationParams(), load_hardware_config("GPU")).saturation_fix == "no"
+    gpu = create_min_max_settings(QuantizationParams(saturation_fix="first_layer"), load_hardware_config("GPU"))
+    assert gpu.saturation_fix == "first_layer"
 
 
 def test_gna_gives_sixteen_bit_activation_fake_quantize():

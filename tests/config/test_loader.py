@@ -382,7 +382,7 @@ def test_defaults_applied(ir):
     assert (p.preset, p.stat_subset_size, p.stat_batch_size, p.shuffle_data, p.seed) == \
         ("performance", 300, 1, False, 0)
     assert (p.use_fast_bias, p.saturation_fix, p.threshold, p.maximal_drop) == \
-        (True, "first_layer", 2.0, 0.01)
+        (True, None, 2.0, 0.01)  # saturation_fix None: the device's default
 
 
 def test_engine_type_defaults(tmp_path, ir):
