@@ -183,6 +183,27 @@ def test_the_fp32_comparison_is_measured_again_only_when_the_chained_ratio_is_cl
         assert check.int8_us == pytest.approx(20.0) and check.fp32_us == 30.0
 
 
+@pytest.mark.parametrize("trial_us, kept", [(15.0, True), (19.9, False)])
+def test_out_of_time_the_untried_slower_layers_get_one_trial_before_the_model_goes_back_to_fp32(
+        monkeypatch, trial_us, kept):
+    """No time for the per-category trials (budget 0) and INT8 slower than FP32 (24 vs 20 us):
+    conv2 (slower in INT8) goes to float in one trial measured against FP32, kept only when the
+    model is then at least MIN_GAIN faster than FP32."""
+    fp, q, result, revert = _setup()
+    inputs = models.random_inputs(fp, seed=1)
+    made = _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0},
+                        [20.0, 24.0, trial_us])
+    out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert, budget_s=0.0)
+    assert len(made) == 3 and check.skipped
+    if kept:
+        assert check.reverted == ["conv2"] and check.whole_model == []
+        assert {c.get_node().get_friendly_name() for f in fqs(out).values()
+                for c in f.output(0).get_target_inputs()} == {"conv1"}
+        assert (check.fp32_us, check.int8_us) == (20.0, 15.0)
+    else:
+        assert sorted(check.reverted) == ["conv1", "conv2"] and not fqs(out)
+
+
 def test_a_model_still_slower_than_fp32_goes_back_to_fp32(monkeypatch):
     fp, q, result, revert = _setup()
     inputs = models.random_inputs(fp, seed=1)
