@@ -325,10 +325,11 @@ def _check_speed(fp_model, model, result, iter_samples, indices, device: str, bu
     except RuntimeError as e:  # a measurement problem must not cost the user the quantized model
         log.warning("speed check skipped: %s; every quantized layer is kept", runtime_error_text(e))
         return model, result, {"error": runtime_error_text(e)}
-    why = f"slower in INT8 on {device}"
+    slower = len(check.reverted) - len(check.whole_model)
+    reasons = [f"{slower} slower in INT8 on {device}"] if slower else []
     if check.whole_model:
-        why = (f"{len(check.reverted) - len(check.whole_model)} slower in INT8 on {device}, "
-               f"{len(check.whole_model)} because the quantized model was not faster as a whole")
+        reasons.append(f"{len(check.whole_model)} because the quantized model was not faster as a whole on {device}")
+    why = "; ".join(reasons) or f"none slower in INT8 on {device}"
     log.info("speed check: %d of %d quantized layer(s) kept in floating point (%s); "
              "runtime node time %.0f us -> %.0f us per inference (FP32 %.0f us)",
              len(check.reverted), len(check.layers), why, check.int8_us_before, check.int8_us, check.fp32_us)

@@ -290,3 +290,20 @@ def test_when_nothing_pays_in_int8_the_input_model_is_written(tiny_model_dir, tm
     original = ov.Core().read_model(xml)
     assert sorted(o.get_type_name() for o in written.get_ops()) == sorted(o.get_type_name() for o in original.get_ops())
     assert (out / "optimized" / "tiny.bin").read_bytes() == (tiny_model_dir / "model" / "tiny.bin").read_bytes()
+
+
+def test_the_worst_ratio_asks_every_interleaved_slice_to_agree():
+    from types import SimpleNamespace
+
+    from pot_cli.algorithms.speed_check import _worst_ratio
+
+    def prof(times):
+        return SimpleNamespace(wall_seconds=list(times), total_us=lambda: 1e6 * float(np.median(times)))
+
+    fp32 = prof([10.0] * 12)
+    steady = prof([9.0] * 12)
+    burst = prof([9.0] * 9 + [10.5] * 3)  # faster overall (median 9), slower in the last slice
+    assert _worst_ratio(steady, fp32) == pytest.approx(0.9)
+    assert _worst_ratio(burst, fp32) == pytest.approx(1.05)
+    assert np.median(burst.wall_seconds) / np.median(fp32.wall_seconds) == pytest.approx(0.9)
+    assert _worst_ratio(prof([9.0] * 3), fp32) == pytest.approx(0.9)  # too few runs: the medians
