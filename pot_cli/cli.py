@@ -258,8 +258,6 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
          keep_uncompressed_weights, allow_quantized=False) -> int:
     if weights and not model and not config:
         raise UsageError("-w/--weights needs -m/--model")
-    if model and not weights:
-        weights = str(Path(model).with_suffix(".bin"))
 
     from pot_cli.config import validate_config
     from pot_cli.graph.model import check_output_dir

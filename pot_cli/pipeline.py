@@ -579,6 +579,10 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         return {"report.json": dump_report(report)}
 
     xml = save_model_atomic(model, target, name, extra_files=report_files)
-    log.info("Quantized model written to %s", xml)
+    if speed_report and speed_report.get("reverted") and len(speed_report["reverted"]) == len(speed_report["layers"]):
+        log.info("Model written unquantized (INT8 was not faster on %s; see report.json speed_check) to %s",
+                 config.compression.target_device, xml)
+    else:
+        log.info("Quantized model written to %s", xml)
     return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
                      target_met=aa_result is None or aa_result.target_met, evaluation=evaluation)

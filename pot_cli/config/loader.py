@@ -388,7 +388,8 @@ class _Builder:
             self.existing_file(weights, ["model", "weights"], ".bin")
         elif xml.suffix.lower() == ".xml":
             weights = xml.with_suffix(".bin")
-            self.existing_file(weights, ["model", "weights"], ".bin")
+            if os.path.isfile(xml):  # a missing .xml is the one problem, not also its implied .bin
+                self.existing_file(weights, ["model", "weights"], ".bin")
         else:
             weights = xml
         return ModelConfig(model_name=m.get("model_name") or xml.stem, model=xml, weights=weights)

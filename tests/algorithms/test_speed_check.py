@@ -290,6 +290,8 @@ def test_when_nothing_pays_in_int8_the_input_model_is_written(tiny_model_dir, tm
     original = ov.Core().read_model(xml)
     assert sorted(o.get_type_name() for o in written.get_ops()) == sorted(o.get_type_name() for o in original.get_ops())
     assert (out / "optimized" / "tiny.bin").read_bytes() == (tiny_model_dir / "model" / "tiny.bin").read_bytes()
+    log = (out / "log.txt").read_text()
+    assert "Model written unquantized (INT8 was not faster on CPU" in log and "Quantized model written" not in log
 
 
 def test_the_worst_ratio_asks_every_interleaved_slice_to_agree():
