@@ -29,6 +29,7 @@ from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
 from pot_cli.graph.patterns import (ATTENTION_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float,
                                     weight_channel_axes)
+from pot_cli.statistics.branches import if_conditions
 from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
 
 log = logging.getLogger("pot")
@@ -385,6 +386,8 @@ class MinMaxQuantization:
         self.transformer = False
         self.activation_mode = settings.activation_mode
         self._pattern_ignored: set[int] = set()  # instance ids of ops inside ignored patterns
+        self._branch_conditions: dict[int, ov.Output] = {}  # If instance id -> its condition
+        self._branch_deps: dict[ov.Output, frozenset[int]] = {}  # tensor -> the Ifs upstream of it
         self.unified: list[list[ActivationQuantizer]] = []  # quantizers that share one range
 
     def is_constant(self, output: ov.Output) -> bool:
@@ -446,6 +449,8 @@ class MinMaxQuantization:
             per_channel[src] = per_channel.get(src, True) and channel_wise
 
         ordered = model.get_ordered_ops()
+        self._branch_conditions = {node.get_instance_id(): cond for node, cond in if_conditions(model)}
+        self._branch_deps = self._if_dependencies(ordered) if self._branch_conditions else {}
         feeding = self._feeding_weighted_ops(ordered) if eltwise else set()
         for node in ordered:
             t = node.get_type_name()
@@ -559,7 +564,36 @@ class MinMaxQuantization:
         for q in self.activations:
             for kind, low, prob in self._bounds():
                 reqs.extend(self._requests(q, kind, low, prob))
+            if q.channel_axis is None:  # the branch each sample took, for ranges behind an If
+                reqs.extend(StatisticRequest(self._branch_conditions[i], Reduction.MAX)
+                            for i in sorted(self._branch_deps.get(q.output, ())))
         return list(dict.fromkeys(reqs))
+
+    def _if_dependencies(self, ordered: list[ov.Node]) -> dict[ov.Output, frozenset[int]]:
+        """For every tensor computed after a top-level If with an input-dependent condition, the
+        instance ids of those Ifs (its value depends on the branch each sample took)."""
+        deps: dict[ov.Output, frozenset[int]] = {}
+        for node in ordered:
+            up = frozenset().union(*(deps.get(i.get_source_output(), frozenset()) for i in node.inputs()))
+            if node.get_instance_id() in self._branch_conditions:
+                up |= {node.get_instance_id()}
+            if up:
+                deps.update((o, up) for o in node.outputs())
+        return deps
+
+    def _sample_groups(self, stats: Statistics, output: ov.Output) -> np.ndarray | None:
+        """The calibration samples of ``output`` grouped by the branches they took in the Ifs
+        upstream of it: one group label per sample, or None when they all took the same ones."""
+        columns = []
+        for i in sorted(self._branch_deps.get(output, ())):
+            cond = self._branch_conditions[i]
+            if (cond, Reduction.MAX, None) in stats:
+                columns.append(np.asarray(stats.get(cond, Reduction.MAX)).reshape(-1) != 0)
+        if not columns or any(c.size != stats.n_samples for c in columns):
+            return None
+        _, groups = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+        groups = groups.reshape(-1)
+        return groups if groups.max() > 0 else None
 
     def _bounds(self) -> list[tuple[str, bool, float]]:
         """``(type, is lower bound, outlier_prob)`` of every statistic the range estimator reads."""
@@ -705,7 +739,9 @@ class MinMaxQuantization:
         its upper bound from ``symmetric_max_type`` when set, and ``clipping_value`` bounds its
         ``max|x|``. Per channel: the same with arrays ``(1, C, 1, ...)`` and the settings' mode.
         The grid is ``activation_levels`` when set (halved for the narrowed second input of an
-        activation x activation MatMul), else that of ``activation_bits``.
+        activation x activation MatMul), else that of ``activation_bits``. A per-tensor range
+        computed after a top-level If aggregates the samples of each combination of branches
+        apart (the lowest lower bound and the highest upper bound of the groups win).
 
         :param stats: the statistics requested by :meth:`statistic_requests`.
         :raises NotSupportedError: on a range-estimator type or aggregator that is not available.
@@ -805,7 +841,15 @@ class MinMaxQuantization:
             values = get(kind)
         abs_low = kind.startswith("abs_") and low  # -value where the tensor goes negative, else 0
         if ax is None:
-            value = AGGREGATORS[aggregator](values, prob)
+            groups = self._sample_groups(stats, out) if self._branch_deps else None
+            if groups is None:
+                value = AGGREGATORS[aggregator](values, prob)
+            else:
+                # samples that took different If branches come from different distributions: each
+                # group's range is aggregated apart and the range covers them all (a mean over
+                # both clipped the wider branch: cosine 0.855 -> 0.98 on a 2-branch model)
+                per_group = [AGGREGATORS[aggregator](values[groups == g], prob) for g in np.unique(groups)]
+                value = min(per_group) if low else max(per_group)
             return (-value if float(np.min(get("min"))) < 0 else 0.0) if abs_low else value
         if abs_low:
             values = np.where(get("min") < 0, -values, 0.0)

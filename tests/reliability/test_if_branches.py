@@ -86,3 +86,42 @@ def test_model_without_if_reports_no_unreached_branch(ws):
     report = json.loads((ws.out / "optimized" / "report.json").read_text())
     assert report["unreached_branches"] == [] and report["summary"]["unreached_branches"] == 0
     assert "never took" not in result.stderr
+
+
+def test_a_range_behind_an_if_covers_the_samples_of_each_branch():
+    """``y = If(mean(x) > 0, x * 10, x * 0.1) @ W``: a mean over all samples of the per-sample
+    maxima would clip every sample that took the then branch (measured on a 2-branch model:
+    output cosine 0.855); each branch's samples are aggregated apart and the range covers both."""
+    from pot_cli.algorithms.default import DefaultQuantization
+    from pot_cli.config import QuantizationParams, load_hardware_config
+    from pot_cli.pipeline import create_min_max_settings
+
+    x = models.param("x", [1, 4])
+    mean = ops.reduce_mean(x, ops.constant(np.array([0, 1], dtype=np.int64)), False)
+    cond = ops.greater(mean, ops.constant(np.float32(0)))
+    bodies = []
+    for gain in (10.0, 0.1):
+        p = ops.parameter([1, 4], ov.Type.f32)
+        bodies.append((p, ops.result(ops.multiply(p, ops.constant(np.float32(gain))))))
+    branch = ops.if_op(cond.output(0))
+    branch.set_then_body(ov.Model([bodies[0][1]], [bodies[0][0]], "then"))
+    branch.set_else_body(ov.Model([bodies[1][1]], [bodies[1][0]], "else"))
+    branch.set_input(x.output(0), bodies[0][0], bodies[1][0])
+    out = branch.set_output(bodies[0][1], bodies[1][1])
+    w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    fc = models._named(ops.matmul(out, ops.constant(w), False, False), "fc")
+    model = ov.Model([ops.result(fc)], [x], "if_ranges")
+    rng = np.random.default_rng(1)
+    # 2 samples take the then branch (values in [0, 1] -> [0, 10]), 6 the else branch (in [-1, 0])
+    samples = ([{"x": rng.uniform(0, 1, (1, 4)).astype(np.float32)} for _ in range(2)]
+               + [{"x": rng.uniform(-1, 0, (1, 4)).astype(np.float32)} for _ in range(6)])
+    algo = DefaultQuantization(create_min_max_settings(QuantizationParams(), load_hardware_config("ANY")))
+    stats = collect_statistics(model, algo.statistic_requests(model), enumerate(samples), len(samples))
+    algo.apply(model, stats)
+    fq = next(o for o in model.get_ops() if o.get_type_name() == "FakeQuantize")
+    assert fq.input_value(0).get_node().get_type_name() == "If"
+    low, high = (float(np.array(fq.input_value(k).get_node().get_data())) for k in (1, 2))
+    then_max = np.mean([10 * s["x"].max() for s in samples[:2]])
+    else_min = np.mean([0.1 * s["x"].min() for s in samples[2:]])
+    assert high >= then_max * 0.99  # a mean over all 8 samples would be about a quarter of it
+    assert low <= else_min + (high - low) / 255  # the else samples' minima (zero point on the grid)
