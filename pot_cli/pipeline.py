@@ -440,6 +440,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     aa_result = None
     evaluation = None
     speed_report = None
+    unquantized = False  # the speed check sent every layer back to float: the input model is written
     # If conditions ride along with the first calibration pass
     pending = branch_requests(model)
     unreached: list[UnreachedBranch] = []
@@ -519,7 +520,9 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                 model, result, speed_report = _check_speed(fp_model, model, result, iter_samples, indices,
                                                            config.engine.device,
                                                            budget_s=max(SPEED_CHECK_MIN_S, SPEED_CHECK_SHARE * (t - t0)))
-                if speed_report.get("reverted") and len(speed_report["reverted"]) == len(speed_report["layers"]):
+                unquantized = bool(speed_report.get("reverted")) and \
+                    len(speed_report["reverted"]) == len(speed_report["layers"])
+                if unquantized:
                     # nothing pays in INT8: write the input model itself, not the aligned/corrected
                     # copy (an INT8 embedding table alone only saves space, at some speed)
                     model = load_model(config.model.model, config.model.weights,
@@ -579,7 +582,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         return {"report.json": dump_report(report)}
 
     xml = save_model_atomic(model, target, name, extra_files=report_files)
-    if speed_report and speed_report.get("reverted") and len(speed_report["reverted"]) == len(speed_report["layers"]):
+    if unquantized:
         log.info("Model written unquantized (INT8 was not faster on %s; see report.json speed_check) to %s",
                  config.compression.target_device, xml)
     else:

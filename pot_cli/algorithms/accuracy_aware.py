@@ -43,7 +43,7 @@ import numpy as np
 import openvino as ov
 
 from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
-from pot_cli.algorithms.min_max import AGNOSTIC_OPS, MinMaxSettings
+from pot_cli.algorithms.min_max import MinMaxSettings, carries_quantized
 from pot_cli.config.model import QuantizationParams
 from pot_cli.engines.evaluator import Evaluation, Evaluator
 from pot_cli.engines.metrics import Metric
@@ -108,15 +108,10 @@ def _bypass_fake_quantize(inp: ov.Input) -> None:
     t = node.get_type_name()
     if t == "FakeQuantize":
         inp.replace_source_output(node.input_value(0))
-    elif _carries(node) and len(src.get_target_inputs()) == 1 and not any(
+    elif carries_quantized(node) and len(src.get_target_inputs()) == 1 and not any(
             node.output(k).get_target_inputs() for k in range(node.get_output_size()) if k != src.get_index()):
         for upstream in (node.inputs() if t == "Concat" else [node.input(0)]):
             _bypass_fake_quantize(upstream)
-
-
-def _carries(node: ov.Node) -> bool:
-    """Agnostic ops and Concat only carry quantized data to the layer after them."""
-    return node.get_type_name() in AGNOSTIC_OPS or node.get_type_name() == "Concat"
 
 
 def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ...]:
@@ -137,7 +132,7 @@ def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ..
         seen.add(op.get_instance_id())
         if op.get_type_name() == "Result":
             continue
-        if not _carries(op):
+        if not carries_quantized(op):
             found.add(op.get_friendly_name())
             continue
         stack.extend(t.get_node() for out in op.outputs() for t in out.get_target_inputs())

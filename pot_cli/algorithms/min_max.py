@@ -27,7 +27,7 @@ from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstima
 from pot_cli.algorithms.propagation import propagate
 from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
-from pot_cli.graph.patterns import (ATTENTION_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float,
+from pot_cli.graph.patterns import (ATTENTION_OPS, LAYOUT_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float,
                                     weight_channel_axes)
 from pot_cli.statistics.branches import if_conditions
 from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
@@ -64,6 +64,11 @@ AGGREGATORS: dict[str, Callable[[np.ndarray, float], float]] = {
 AGNOSTIC_OPS = frozenset({"MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "StridedSlice", "Slice", "Pad",
                           "DepthToSpace", "SpaceToDepth", "ShuffleChannels", "Tile", "Broadcast", "Gather",
                           "ReduceMax", "Crop", "Flatten"})
+
+def carries_quantized(node: ov.Node) -> bool:
+    """Agnostic ops and Concat only carry quantized data to the layers after them."""
+    return node.get_type_name() in AGNOSTIC_OPS or node.get_type_name() == "Concat"
+
 
 #: single-input ops that may run on INT8 data between two quantized layers (see
 #: ``MinMaxSettings.requantized_op_types``)
@@ -321,14 +326,10 @@ def _attributes_match(node: ov.Node, attributes) -> bool:
     return True
 
 
-#: ops walked through from a MatMul input to find the Softmax that produces it
-_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Convert"})
-
-
 def _reads_softmax(inp: ov.Input) -> bool:
     """Whether ``inp`` reads a Softmax output, directly or through layout ops."""
     node = inp.get_source_output().get_node()
-    while node.get_type_name() in _LAYOUT_OPS:
+    while node.get_type_name() in LAYOUT_OPS or node.get_type_name() == "Convert":
         node = node.input_value(0).get_node()
     return node.get_type_name() in ("Softmax", "LogSoftmax")
 
@@ -687,7 +688,7 @@ class MinMaxQuantization:
                         continue
                     seen.add(node.get_instance_id())
                     out.add(node.get_instance_id())
-                    if node.get_type_name() in AGNOSTIC_OPS or node.get_type_name() == "Concat":
+                    if carries_quantized(node):
                         stack.extend(t.get_node() for o in node.outputs() for t in o.get_target_inputs())
         return out
 

@@ -34,7 +34,7 @@ import numpy as np
 import openvino as ov
 
 from pot_cli.graph.model import is_constant_subgraph
-from pot_cli.graph.patterns import ATTENTION_OPS, is_depthwise
+from pot_cli.graph.patterns import ATTENTION_OPS, LAYOUT_OPS, is_depthwise
 
 log = logging.getLogger("pot")
 
@@ -250,10 +250,6 @@ def _worst_ratio(a: _Profiler, b: _Profiler, chunks: int = 4) -> float:
                                np.array_split(np.asarray(b.wall_seconds), chunks)))
 
 
-#: ops that only move data, walked through from an attention op's query and key
-_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze"})
-
-
 def _aliases(groups: dict[str, ov.Node]) -> dict[str, str]:
     """Op name -> group: each group's own name, and its bias (an Add or Multiply with a constant
     input right after it, the group's only consumer), whose name the plugin may keep alone; for an
@@ -265,7 +261,7 @@ def _aliases(groups: dict[str, ov.Node]) -> dict[str, str]:
         if node.get_type_name() in ATTENTION_OPS:  # the layout ops feeding its query and key
             for port in (0, 1):
                 src = node.input_value(port)
-                while src.get_node().get_type_name() in _LAYOUT_OPS and len(src.get_target_inputs()) == 1:
+                while src.get_node().get_type_name() in LAYOUT_OPS and len(src.get_target_inputs()) == 1:
                     out.setdefault(src.get_node().get_friendly_name(), name)
                     src = src.get_node().input_value(0)
             continue
@@ -425,7 +421,8 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         fp32.reset()
         _measure(fp32, trial, seconds)
         result.rounds += 1
-        kept = _worst_ratio(trial, fp32) <= 1.0 - MIN_GAIN
+        trial_ratio = _worst_ratio(trial, fp32)
+        kept = trial_ratio <= 1.0 - MIN_GAIN
         log.info("speed check: the %d untried slower layer(s) (%s) in floating point at once: %.0f us per "
                  "inference against FP32 %.0f us, %s", len(untried), ", ".join(result.skipped), trial.total_us(),
                  fp32.total_us(), "kept" if kept else f"rolled back (not {100 * MIN_GAIN:.0f}% faster in every measurement slice)")
@@ -435,7 +432,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             result.reverted += untried
             current = trial_model
             result.fp32_us, result.int8_us = fp32.total_us(), trial.total_us()
-            worst = _worst_ratio(trial, fp32)
+            worst = trial_ratio
     rest = [g for g in groups if timings[g].int8]
     if rest and worst > 1.0 - MIN_GAIN:
         log.warning("speed check: the quantized model is not at least %.0f%% faster than FP32 on %s in every "
@@ -448,7 +445,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             timings[g].int8, timings[g].round = False, result.rounds
         result.reverted += rest
         result.whole_model = rest
-    if not [g for g in groups if timings[g].int8]:  # nothing quantized is left: the FP32 model
+    if not any(t.int8 for t in timings.values()):  # nothing quantized is left: the FP32 model
         result.int8_us = result.fp32_us
     result.layers = [timings[g] for g in groups]
     result.seconds = time.perf_counter() - t0

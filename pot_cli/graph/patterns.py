@@ -14,6 +14,9 @@ WEIGHTED_OPS = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpro
 #: key inputs (ports 0, 1) of ScaledDotProductAttention (opset13), as in NNCF's hardware setups
 ATTENTION_OPS = frozenset({"ScaledDotProductAttention"})
 
+#: ops that only move or reshape data (walked through to find the producer of a tensor)
+LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+
 FLOAT_TYPES = frozenset({ov.Type.f32, ov.Type.f16, ov.Type.bf16, ov.Type.f64})
 
 
