@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import openvino as ov
+
 from pot_cli import __version__
 from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment
 from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
 from pot_cli.algorithms.fake_quantize import WeightRangeEstimator, default_levels
+from pot_cli.algorithms.if_bodies import quantize_if_bodies
 from pot_cli.algorithms.min_max import AGNOSTIC_OPS, QUANTILE_PRESET, REQUANTIZED_OPS, MinMaxSettings, RangeSpec
 from pot_cli.algorithms.recurrent import recurrent_op_settings
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import ConfigError, NotSupportedError, UsageError, runtime_error_text
-from pot_cli.graph.model import load_model, quantized_layers, save_model_atomic
+from pot_cli.graph.model import load_model, node_names, quantized_layers, save_model_atomic
 from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
 from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
@@ -441,6 +444,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
     evaluation = None
     speed_report = None
     unquantized = False  # the speed check sent every layer back to float: the input model is written
+    bodies = []  # quantized If bodies
     # If conditions ride along with the first calibration pass
     pending = branch_requests(model)
     unreached: list[UnreachedBranch] = []
@@ -487,13 +491,23 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                                               progress=options.progress_bar, stream=options.stream_output)
     else:
         default = algo_cfg.name == "DefaultQuantization"
-        algorithm = DefaultQuantization(
-            settings,
-            use_fast_bias=params.use_fast_bias and default,
-            full_bias_correction=default and not params.use_fast_bias,
-            bias_threshold=params.threshold,
-            compress_weights=not options.keep_uncompressed_weights,
-            collect=collect)
+
+        def make_default(s: MinMaxSettings, collect_fn) -> DefaultQuantization:
+            return DefaultQuantization(
+                s,
+                use_fast_bias=params.use_fast_bias and default,
+                full_bias_correction=default and not params.use_fast_bias,
+                bias_threshold=params.threshold,
+                compress_weights=not options.keep_uncompressed_weights,
+                collect=collect_fn)
+
+        def make_body_algorithm(body: ov.Model, collect_fn) -> DefaultQuantization:
+            # the ignored scope names of this body, and its layers already quantized
+            names = set(node_names(body))
+            scope = tuple(n for n in settings.ignored_scope if n in names) + tuple(quantized_layers(body))
+            return make_default(dataclasses.replace(settings, ignored_scope=scope), collect_fn)
+
+        algorithm = make_default(settings, collect)
     if algorithm is None:  # ActivationChannelAlignment alone: the aligned float model is the output
         stats, result = ca_stats, DefaultQuantizationResult()
     else:
@@ -512,6 +526,9 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         else:
             speed_check = _speed_check_enabled(params, config)
             fp_model = model.clone() if speed_check else None
+            # If bodies from the samples that took each branch (reads the main graph's float values)
+            bodies = quantize_if_bodies(model, iter_samples(indices), make_body_algorithm,
+                                        requests_number=config.engine.stat_requests_number)
             result = algorithm.apply(model, stats)
             times["quantization_s"] = time.perf_counter() - t
             if speed_check and result.quantizers:
@@ -529,18 +546,23 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                                        allow_quantized=options.allow_quantized)
                     result = DefaultQuantizationResult()
                     alignment = [] if alignment is not None else None
+                    bodies = []
                 times["speed_check_s"] = time.perf_counter() - t
             elif not speed_check and config.compression.target_device == "ANY" and params.speed_check is None:
                 log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
                          "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
             del fp_model
-        if not result.quantizers and not (speed_report and speed_report.get("reverted")):
+        if not result.quantizers and not bodies and not (speed_report and speed_report.get("reverted")):
             log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
                         "the output model stays in floating point")
-        log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases",
+        in_bodies = [q for b in bodies for q in b.quantizers]
+        log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases%s",
                  sum(1 for q in result.quantizers if q.kind == "activation"),
                  sum(1 for q in result.quantizers if q.kind == "weights"),
-                 sum(1 for b in result.bias_corrections if b.applied))
+                 sum(1 for b in result.bias_corrections if b.applied),
+                 f" (and in {len(bodies)} If body(ies): {sum(1 for q in in_bodies if q.kind == 'activation')} "
+                 f"activation FakeQuantize, {sum(1 for q in in_bodies if q.kind == 'weights')} weight tensors)"
+                 if bodies else "")
 
     if options.evaluate:
         t = time.perf_counter()
@@ -565,6 +587,8 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                                        "pairs": [dataclasses.asdict(r) for r in alignment]}
         report["summary"]["aligned_layers"] = len(alignment)
     report["unreached_branches"] = [dataclasses.asdict(b) for b in unreached]
+    report["if_bodies"] = [b.report() for b in bodies]
+    report["summary"]["quantized_if_bodies"] = len(bodies)
     report["summary"]["unreached_branches"] = len(unreached)
     if aa_result is not None:
         report["accuracy_aware"] = aa_result.report

@@ -45,16 +45,14 @@ only the scales are aligned.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import openvino as ov
 
-from pot_cli.errors import ConfigError
 from pot_cli.graph.insertion import replace_constant_input
-from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
+from pot_cli.graph.model import check_ignored_scope, evaluate_constants, is_constant_subgraph
 from pot_cli.graph.patterns import (bias_port, find_bias_add, input_channel_axis, is_float, output_channel_axis,
                                     weight_channel_axes)
 from pot_cli.statistics.collector import Reduction, StatisticRequest, Statistics
@@ -195,12 +193,7 @@ class ActivationChannelAlignment:
         :param model: the floating-point model (not modified).
         :raises ConfigError: when an ignored scope name matches no node.
         """
-        names = [op.get_friendly_name() for op in model.get_ops()]
-        known = set(names)
-        for name in sorted(self.ignored_scope - known):
-            close = difflib.get_close_matches(name, names, n=3)
-            raise ConfigError(f"ignored.scope: no node named '{name}' in the model",
-                              hint=f"closest node names: {', '.join(repr(c) for c in close)}" if close else None)
+        check_ignored_scope(model, sorted(self.ignored_scope))
         self._constant_cache = {}
         self.pairs = []
         for node in model.get_ordered_ops():

@@ -14,7 +14,6 @@ networks for efficient inference: A whitepaper", section 2) or POT's weight rang
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -25,8 +24,8 @@ import openvino as ov
 from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstimator, compute_activation_params,
                                               compute_weight_params, dequantize, narrow_levels, quantize_to_int)
 from pot_cli.algorithms.propagation import propagate
-from pot_cli.errors import ConfigError, NotSupportedError
-from pot_cli.graph.model import evaluate_constants, is_constant_subgraph
+from pot_cli.errors import NotSupportedError
+from pot_cli.graph.model import check_ignored_scope, evaluate_constants, is_constant_subgraph
 from pot_cli.graph.patterns import (ATTENTION_OPS, LAYOUT_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float,
                                     weight_channel_axes)
 from pot_cli.statistics.branches import if_conditions
@@ -395,15 +394,6 @@ class MinMaxQuantization:
         """Whether ``output`` comes from a constant sub-graph (memoised per model)."""
         return is_constant_subgraph(output, self._constant_cache)
 
-    def _check_ignored(self, model: ov.Model) -> None:
-        names = [op.get_friendly_name() for op in model.get_ops()]
-        known = set(names)
-        for name in self.settings.ignored_scope:
-            if name not in known:
-                close = difflib.get_close_matches(name, names, n=3)
-                hint = f"closest node names: {', '.join(repr(c) for c in close)}" if close else None
-                raise ConfigError(f"ignored.scope: no node named '{name}' in the model", hint=hint)
-
     def _ignored(self, node: ov.Node) -> bool:
         """Whether ``node`` is in the ignored scope, types, operations or an ignored pattern."""
         return (node.get_instance_id() in self._pattern_ignored
@@ -418,7 +408,7 @@ class MinMaxQuantization:
         :param model: the floating-point model (not modified).
         :raises ConfigError: when an ignored scope name matches no node.
         """
-        self._check_ignored(model)
+        check_ignored_scope(model, self.settings.ignored_scope)  # a name in an If body is valid too
         self._pattern_ignored = set()
         if self.settings.ignore_se_blocks:
             for block in find_se_blocks(model):

@@ -1,6 +1,7 @@
 """Reading and saving OpenVINO IR models, and small read-only graph queries."""
 from __future__ import annotations
 
+import difflib
 import errno
 import logging
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pot_cli.errors import ModelError, OutputError, runtime_error_text
+from pot_cli.errors import ConfigError, ModelError, OutputError, runtime_error_text
 
 log = logging.getLogger("pot")
 
@@ -153,6 +154,40 @@ def quantized_layers(model: ov.Model) -> list[str]:
         if any(quantized_source(i.get_source_output().get_node()) for i in node.inputs()):
             names.append(node.get_friendly_name())
     return list(dict.fromkeys(names))
+
+
+def node_names(model: ov.Model, bodies: bool = True) -> list[str]:
+    """Friendly names of the nodes of ``model``, in topological order, and with ``bodies`` those
+    of the bodies of its If, Loop and TensorIterator ops (recursively) after each such op.
+
+    :param model: the model (not modified).
+    :param bodies: include the sub-graphs' nodes.
+    """
+    names = []
+    for node in model.get_ordered_ops():
+        names.append(node.get_friendly_name())
+        if bodies and hasattr(node, "get_function"):
+            subs = ([node.get_function(0), node.get_function(1)] if node.get_type_name() == "If"
+                    else [node.get_function()])
+            for body in subs:
+                names.extend(node_names(body))
+    return names
+
+
+def check_ignored_scope(model: ov.Model, scope) -> None:
+    """Every name of an ignored scope must name a node of ``model`` or of one of its bodies.
+
+    :param model: the model (not modified).
+    :param scope: node friendly names (POT's ``ignored.scope``).
+    :raises ConfigError: for the first unknown name, with the closest node names as a hint.
+    """
+    names = node_names(model)
+    known = set(names)
+    for name in scope:
+        if name not in known:
+            close = difflib.get_close_matches(name, names, n=3)
+            raise ConfigError(f"ignored.scope: no node named '{name}' in the model",
+                              hint=f"closest node names: {', '.join(repr(c) for c in close)}" if close else None)
 
 
 def check_output_dir(path: Path) -> None:

@@ -1,8 +1,9 @@
 """Which branches of the model's If operations the calibration data took.
 
-The bodies of If (and Loop) operations are separate graphs that stay in floating point. An If
-whose calibration data always took the same branch deserves a word to the user: nothing in the
-calibration run says how the model behaves on the other branch. During the statistics pass the
+The bodies of If operations are separate graphs, quantized from the samples that took them
+(:mod:`pot_cli.algorithms.if_bodies`). An If whose calibration data always took the same branch
+deserves a word to the user: its other body stays in floating point, and nothing in the
+calibration run says how the model behaves on that branch. During the statistics pass the
 condition of every top-level If is reduced to its per-sample minimum and maximum (a boolean is
 read as 0.0 or 1.0): when every sample's condition is true the else body was never run, when
 every one is false the then body was never run (OpenVINO If, opset8: a true condition runs

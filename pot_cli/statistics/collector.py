@@ -292,21 +292,57 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     finally:
         builder.detach()  # from the model being quantized
         del builder
-    nireq = requests_number or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
     accumulators = [_Accumulator(r.reduction) for r in unique]
     folder = _InOrderFolder(accumulators)
-    errors: list[str] = []
+    started = time.perf_counter()
 
     def on_done(request: ov.InferRequest, position: int) -> None:
+        folder.add(position, [np.array(request.get_output_tensor(k).data, dtype=np.float64)
+                              for k in range(len(unique))])
+
+    count = run_samples(compiled, samples, on_done, "during statistics collection", requests_number,
+                        after_start=None if progress is None else lambda: progress(folder.done))
+    if progress is not None:
+        progress(folder.done)
+    if count and folder.done != count:
+        raise EngineError(f"statistics collection lost {count - folder.done} of {count} samples")
+    log.debug("statistics: %d samples in %.2f s", folder.done, time.perf_counter() - started)
+    values = {(req.output, req.reduction, req.channel_axis, req.outlier_prob): acc.result()
+              for req, acc in zip(unique, accumulators)}
+    return Statistics(values, folder.done)
+
+
+def run_samples(compiled: ov.CompiledModel, samples: Iterable[tuple[int, dict[str, np.ndarray]]],
+                on_done: Callable[[ov.InferRequest, int], None], what: str,
+                requests_number: int | None = None, after_start: Callable[[], None] | None = None) -> int:
+    """Infer every sample asynchronously; ``on_done(request, position)`` reads each result.
+
+    ``on_done`` runs in the runtime's threads, in completion order (``position`` is the sample's
+    0-based order); an exception it raises is kept and reported after the queue drained, never
+    let into the runtime's thread. In-flight requests always finish before this returns or
+    raises (Ctrl-C included), so no callback outlives the queue.
+
+    :param compiled: the compiled model.
+    :param samples: ``(key, {input: array})`` pairs.
+    :param on_done: the result handler.
+    :param what: how the error message names the step (``"during statistics collection"``).
+    :param requests_number: parallel infer requests (default: the plugin's optimal number).
+    :param after_start: called after each sample started (progress reporting).
+    :return: samples started.
+    :raises EngineError: when inference or ``on_done`` fails.
+    :raises PotError: as raised by the sample iterator (data errors, already one clear line).
+    """
+    errors: list[str] = []
+
+    def callback(request: ov.InferRequest, position: int) -> None:
         try:
-            folder.add(position, [np.array(request.get_output_tensor(k).data, dtype=np.float64)
-                                  for k in range(len(unique))])
+            on_done(request, position)
         except Exception as e:  # an exception must not escape into the runtime's thread
             errors.append(f"{type(e).__name__}: {e}")
 
+    nireq = requests_number or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
     queue = ov.AsyncInferQueue(compiled, max(1, int(nireq)))
-    queue.set_callback(on_done)
-    started = time.perf_counter()
+    queue.set_callback(callback)
     count = 0
     drained = False
     try:
@@ -317,29 +353,21 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
                 errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
                 break
             count += 1
-            if progress is not None:
-                progress(folder.done)
+            if after_start is not None:
+                after_start()
         queue.wait_all()
         drained = True
-    except PotError:  # raised by the sample iterator (data errors): already one clear line
+    except PotError:
         raise
     except Exception as e:
         text = str(e).strip()
-        raise EngineError("inference failed during statistics collection: "
-                          f"{text.splitlines()[0] if text else type(e).__name__}") from e
+        raise EngineError(f"inference failed {what}: {text.splitlines()[0] if text else type(e).__name__}") from e
     finally:
         if not drained:  # Ctrl-C, SIGTERM or an error: let in-flight requests finish before the
             wait_for_requests(queue)  # queue is destroyed (else their callbacks can crash the process)
     if errors:
-        raise EngineError(f"inference failed during statistics collection: {errors[0]}")
-    if progress is not None:
-        progress(folder.done)
-    if count and folder.done != count:
-        raise EngineError(f"statistics collection lost {count - folder.done} of {count} samples")
-    log.debug("statistics: %d samples in %.2f s", folder.done, time.perf_counter() - started)
-    values = {(req.output, req.reduction, req.channel_axis, req.outlier_prob): acc.result()
-              for req, acc in zip(unique, accumulators)}
-    return Statistics(values, folder.done)
+        raise EngineError(f"inference failed {what}: {errors[0]}")
+    return count
 
 
 def wait_for_requests(queue: ov.AsyncInferQueue) -> None:

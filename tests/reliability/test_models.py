@@ -178,19 +178,20 @@ def test_already_quantized_model_is_refused_unless_allowed(ws):
     assert snapshot(partial.parent, ws.images) == before
 
 
-@pytest.mark.parametrize("build, op_type, bodies", [
-    (model_with_if, "If", lambda op: (op.get_then_body(), op.get_else_body())),
-    (model_with_loop, "Loop", lambda op: (op.get_function(),)),
+@pytest.mark.parametrize("build, op_type, bodies, body_fqs", [
+    # the then body (every image takes it) is quantized, the else body never ran
+    (model_with_if, "If", lambda op: (op.get_then_body(), op.get_else_body()), [["then_conv/fq_input_0"], []]),
+    (model_with_loop, "Loop", lambda op: (op.get_function(),), [[]]),  # Loop bodies stay in floating point
 ], ids=["if", "loop"])
-def test_model_with_subgraphs_quantizes_its_main_graph(ws, build, op_type, bodies):
+def test_model_with_subgraphs_quantizes_its_main_graph(ws, build, op_type, bodies, body_fqs):
     model = build()
     xml, _ = models.save_ir(model, ws.root / op_type, model.get_friendly_name())
     out, report = _run_ok(ws, xml)
     assert op_names(out, "FakeQuantize") == ["conv1/fq_input_0", "conv2/fq_input_0"]
     model = ov.Core().read_model(str(out))
     node = next(o for o in model.get_ops() if o.get_type_name() == op_type)
-    for body in bodies(node):  # bodies stay in floating point
-        assert not [o for o in body.get_ops() if o.get_type_name() == "FakeQuantize"]
+    for body, expected in zip(bodies(node), body_fqs):
+        assert [o.get_friendly_name() for o in body.get_ops() if o.get_type_name() == "FakeQuantize"] == expected
     compiled = ov.Core().compile_model(model, "CPU")
     y = compiled(models.random_inputs(model, low=0, high=255))[0]
     assert y.shape == (1, 2, 8, 8) and np.isfinite(y).all()
