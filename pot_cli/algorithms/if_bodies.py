@@ -30,6 +30,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from pot_cli.algorithms.default import DefaultQuantization, QuantizerRecord
+from pot_cli.errors import EngineError, ModelError
 from pot_cli.graph.model import compile_model
 from pot_cli.statistics.branches import if_conditions
 from pot_cli.statistics.collector import collect_statistics, run_samples
@@ -94,6 +95,8 @@ def _plan(model: ov.Model, make_algorithm, requests_number: int | None) -> list[
             body.algorithm = make_algorithm(body.model, collect)
             body.requests = body.algorithm.statistic_requests(body.model)
             mm = body.algorithm.min_max
+            if len(node.get_input_descriptions(index)) != len(body.model.get_parameters()):
+                continue  # a body parameter fed by no input: nothing to capture it from
             if mm.activations or mm.weights or if_conditions(body.model):
                 bodies.append(body)
     return bodies
@@ -180,8 +183,9 @@ def quantize_if_bodies(model: ov.Model, samples: Iterable[tuple[int, dict]],
     :param requests_number: parallel infer requests (default: the plugin's optimal number).
     :param prefix: name prefix of nested Ifs (``"outer/"``).
     :param depth: nesting depth (bodies deeper than :data:`MAX_DEPTH` stay in floating point).
-    :return: one entry per quantized body (branches no sample took are absent).
-    :raises EngineError: when inference fails.
+    :return: one entry per quantized body (branches no sample took are absent). A body whose
+        inference fails here stays in floating point, with a warning.
+    :raises PotError: as raised by the sample iterator (data errors).
     """
     if depth >= MAX_DEPTH:
         return []
@@ -190,7 +194,11 @@ def quantize_if_bodies(model: ov.Model, samples: Iterable[tuple[int, dict]],
         return []
     log.info("If bodies: capturing the inputs of %d If op(s) to quantize %d body(ies)",
              len({b.node.get_instance_id() for b in bodies}), len(bodies))
-    _capture(model, bodies, samples, requests_number)
+    try:
+        _capture(model, bodies, samples, requests_number)
+    except (EngineError, ModelError) as e:  # the main graph is still quantized
+        log.warning("If bodies kept in floating point: %s", e.format_message())
+        return []
     done: list[BodyQuantization] = []
     for body in bodies:
         if not body.samples:
@@ -202,8 +210,14 @@ def quantize_if_bodies(model: ov.Model, samples: Iterable[tuple[int, dict]],
                                     prefix=name + "/", depth=depth + 1)
         quantized = BodyQuantization(name, BRANCHES[body.index], n)
         if body.algorithm.min_max.activations or body.algorithm.min_max.weights:
-            stats = collect_statistics(body.model, body.requests, enumerate(body.samples), n,
-                                       requests_number=requests_number)
+            try:
+                stats = collect_statistics(body.model, body.requests, enumerate(body.samples), n,
+                                           requests_number=requests_number)
+            except (EngineError, ModelError) as e:  # nothing edited yet: the body stays as it was
+                log.warning("If '%s': %s body kept in floating point: %s", name, quantized.branch,
+                            e.format_message())
+                done.extend(nested)
+                continue
             result = body.algorithm.apply(body.model, stats)
             quantized.quantizers = result.quantizers
             quantized.bias_corrections = sum(1 for b in result.bias_corrections if b.applied)

@@ -245,3 +245,23 @@ def test_ignored_scope_may_name_a_node_inside_an_if_body(ws):
     assert op_names(ws.out / "optimized" / "with_if.xml", "FakeQuantize") == ["conv1/fq_input_0", "conv2/fq_input_0"]
     report = json.loads((ws.out / "optimized" / "report.json").read_text())
     assert report["if_bodies"] == []
+
+
+def test_a_body_whose_inference_fails_stays_in_floating_point(monkeypatch, caplog):
+    import pot_cli.algorithms.if_bodies as if_bodies
+    from pot_cli.errors import EngineError
+
+    def failing(*args, **kwargs):
+        raise EngineError("inference failed during statistics collection: boom")
+
+    monkeypatch.setattr(if_bodies, "collect_statistics", failing)
+    model = _if_of_matmuls()
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.uniform(-1, 1, (1, 4)).astype(np.float32)} for _ in range(6)]
+    with caplog.at_level("WARNING", logger="pot"):
+        assert _quantize_bodies(model, samples) == []
+    assert "If 'outer_if': then body kept in floating point: inference failed during statistics collection: boom" \
+        in caplog.text
+    node = next(o for o in model.get_ops() if o.get_type_name() == "If")
+    for body in (node.get_then_body(), node.get_else_body()):
+        assert not [o for o in body.get_ops() if o.get_type_name() == "FakeQuantize"]
