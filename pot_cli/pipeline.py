@@ -22,7 +22,9 @@ from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment
 from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
 from pot_cli.algorithms.fake_quantize import WeightRangeEstimator, default_levels
 from pot_cli.algorithms.if_bodies import quantize_if_bodies
-from pot_cli.algorithms.min_max import AGNOSTIC_OPS, QUANTILE_PRESET, REQUANTIZED_OPS, MinMaxSettings, RangeSpec
+from pot_cli.algorithms.min_max import (AGNOSTIC_OPS, QUANTILE_PRESET, REQUANTIZED_OPS, MinMaxQuantization,
+                                       MinMaxSettings, RangeSpec)
+from pot_cli.algorithms.smooth_quant import DEFAULT_ALPHA as SMOOTH_QUANT_ALPHA, SmoothQuant
 from pot_cli.algorithms.recurrent import recurrent_op_settings
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
@@ -31,7 +33,7 @@ from pot_cli.graph.model import load_model, node_names, quantized_layers, save_m
 from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
 from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
-from pot_cli.statistics.collector import collect_statistics
+from pot_cli.statistics.collector import capture_outputs, collect_statistics
 
 log = logging.getLogger("pot")
 
@@ -40,6 +42,8 @@ IMPLEMENTED = ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuanti
 #: the quantization algorithms among them (one per config, optionally after ActivationChannelAlignment)
 QUANTIZATION_ALGORITHMS = IMPLEMENTED[:3]
 ALIGNMENT = "ActivationChannelAlignment"
+#: calibration samples whose activations choose each tensor's SmoothQuant strength
+SMOOTH_QUANT_SEARCH_SAMPLES = 8
 #: DefaultQuantization (and AccuracyAwareQuantization over it) runs ActivationChannelAlignment
 #: first, as the original POT's DefaultQuantization did
 ALIGN_IN_DEFAULT_QUANTIZATION = True
@@ -479,6 +483,32 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
             alignment = aligner.apply(model, ca_stats)
         times["channel_alignment_s"] = time.perf_counter() - t
         log.info("ActivationChannelAlignment: %d of %d layer pair(s) aligned", len(alignment), len(aligner.pairs))
+    smoothing = None
+    sq_alpha = params.smooth_quant_alpha
+    if algo_cfg is not None and (sq_alpha is None or sq_alpha >= 0):
+        # SmoothQuant on transformers: its own pass; the quantization then plans on the smoothed model
+        t = time.perf_counter()
+        ahead = MinMaxQuantization(settings)
+        ahead.plan(model, quiet=True)
+        if ahead.transformer:
+            smoother = SmoothQuant(settings, SMOOTH_QUANT_ALPHA if sq_alpha is None else sq_alpha)
+            sq_requests = smoother.statistic_requests(model, ahead)
+            if sq_requests:
+                sq_stats = collect(model, sq_requests + pending)
+                check_branches(sq_stats)
+                # unless the config sets it, a few samples of each tensor choose its strength by simulation
+                captured = None if sq_alpha is not None else capture_outputs(
+                    model, [g.source for g in smoother.groups], iter_samples(indices[:SMOOTH_QUANT_SEARCH_SAMPLES]),
+                    config.engine.stat_requests_number)
+                smoothing = smoother.apply(model, sq_stats, captured)
+                del captured
+                log.info("SmoothQuant: %d of %d activation tensor(s) smoothed (alpha %s) for %d FullyConnected "
+                         "layer(s)", len(smoothing), len(smoother.groups),
+                         ", ".join(f"{a:g} x{sum(1 for r in smoothing if r.alpha == a)}"
+                                   for a in sorted({r.alpha for r in smoothing})) or "-",
+                         sum(len(r.layers) for r in smoothing))
+        del ahead
+        times["smooth_quant_s"] = time.perf_counter() - t
     if algo_cfg is None:
         algorithm = None
     elif accuracy_aware:
@@ -586,6 +616,8 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         report["channel_alignment"] = {"aligned_layers": len(alignment),
                                        "pairs": [dataclasses.asdict(r) for r in alignment]}
         report["summary"]["aligned_layers"] = len(alignment)
+    if smoothing is not None and not unquantized:
+        report["smooth_quant"] = {"alpha": smoother.alpha, "tensors": [dataclasses.asdict(r) for r in smoothing]}
     report["unreached_branches"] = [dataclasses.asdict(b) for b in unreached]
     report["if_bodies"] = [b.report() for b in bodies]
     report["summary"]["quantized_if_bodies"] = len(bodies)

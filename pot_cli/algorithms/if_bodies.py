@@ -27,13 +27,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
 
 from pot_cli.algorithms.default import DefaultQuantization, QuantizerRecord
 from pot_cli.errors import EngineError, ModelError
-from pot_cli.graph.model import compile_model
 from pot_cli.statistics.branches import if_conditions
-from pot_cli.statistics.collector import collect_statistics, run_samples
+from pot_cli.statistics.collector import collect_statistics, compile_with_outputs, run_samples
 
 log = logging.getLogger("pot")
 
@@ -118,14 +116,7 @@ def _capture(model: ov.Model, bodies: list[_Body], samples: Iterable[tuple[int, 
             if inp.get_source_output() not in outputs:
                 outputs.append(inp.get_source_output())
     position = {o: k for k, o in enumerate(outputs)}
-    results = [ops.result(o) for o in outputs]
-    try:
-        compiled = compile_model(ov.Model(results, model.get_parameters(), "if_inputs"),
-                                 {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
-    finally:
-        for r in results:  # leave the model as it was
-            r.input(0).get_source_output().remove_target_input(r.input(0))
-        del results
+    compiled = compile_with_outputs(model, outputs)
     done: dict[int, list[np.ndarray]] = {}
     lock = threading.Lock()
     used = kept_bytes = 0

@@ -402,10 +402,11 @@ class MinMaxQuantization:
                 or any(node.get_type_name() == t and _attributes_match(node, attrs)
                        for t, attrs in self.settings.ignored_operations))
 
-    def plan(self, model: ov.Model) -> None:
+    def plan(self, model: ov.Model, quiet: bool = False) -> None:
         """Decide which tensors and weights get quantizers (fills ``activations``, ``weights``).
 
         :param model: the floating-point model (not modified).
+        :param quiet: do not log the transformer detection (a plan made only to look ahead).
         :raises ConfigError: when an ignored scope name matches no node.
         """
         check_ignored_scope(model, self.settings.ignored_scope)  # a name in an If body is valid too
@@ -421,8 +422,9 @@ class MinMaxQuantization:
         if self.transformer:
             eltwise = frozenset()
             self.activation_mode = self.settings.transformer_activation_mode or self.activation_mode
-            log.info("model_type: transformer%s: element-wise ops stay in floating point, %s activations",
-                     "" if self.settings.model_type else " (detected)", self.activation_mode)
+            if not quiet:
+                log.info("model_type: transformer%s: element-wise ops stay in floating point, %s activations",
+                         "" if self.settings.model_type else " (detected)", self.activation_mode)
         s = self.settings
 
         per_channel: dict[ov.Output, bool] = {}

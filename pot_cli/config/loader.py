@@ -496,7 +496,7 @@ _PLAIN_KEYS = ("preset", "shuffle_data", "use_fast_bias", "use_layerwise_tuning"
                "convert_to_mixed_preset", "annotation_free", "tune_hyperparams", "speed_check",
                "quantize_recurrent")
 _INT_KEYS = ("stat_subset_size", "stat_batch_size", "seed", "ranking_subset_size", "max_iter_num")
-_FLOAT_KEYS = ("threshold", "maximal_drop", "metric_subset_ratio", "annotation_conf_threshold")
+_FLOAT_KEYS = ("threshold", "maximal_drop", "metric_subset_ratio", "annotation_conf_threshold", "smooth_quant_alpha")
 
 
 def _opt_int(value: Any) -> int | None:

@@ -233,6 +233,10 @@ class QuantizationParams:
     ``speed_check`` (our extension, DefaultQuantization and MinMaxQuantization) measures each
     quantized layer on the calibration device and keeps in floating point those slower in INT8
     (:mod:`pot_cli.algorithms.speed_check`); ``None`` means on for CPU and CPU_SPR, off for ANY.
+    ``smooth_quant_alpha`` (our extension, after NNCF) is SmoothQuant's migration strength for
+    the FullyConnected layers of transformers (:mod:`pot_cli.algorithms.smooth_quant`); ``None``
+    lets a simulation on a few calibration samples choose it per tensor (0.5, 0.75, 0.95 or no
+    smoothing), a value in [0, 1] is used for every tensor, a negative value turns SmoothQuant off.
     ``saturation_fix`` ``None`` means the device's default: ``first_layer`` for ANY, CPU and
     CPU_SPR, ``no`` for the others; a value given in the config applies to any device.
     ``quantize_recurrent`` (not a POT or NNCF key: neither had a switch, both quantized
@@ -249,6 +253,7 @@ class QuantizationParams:
     use_layerwise_tuning: bool = False
     saturation_fix: SaturationFix | None = None
     speed_check: bool | None = None
+    smooth_quant_alpha: float | None = None
     quantize_recurrent: bool = False
     threshold: float = 2.0
     apply_for_all_nodes: bool = False

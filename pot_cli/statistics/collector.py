@@ -312,6 +312,38 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     return Statistics(values, folder.done)
 
 
+def compile_with_outputs(model: ov.Model, outputs: list[ov.Output]) -> ov.CompiledModel:
+    """``model``'s parameters to ``outputs`` (tensors of ``model``), compiled on CPU in f32
+    (THROUGHPUT hint); ``model`` is left as it was.
+
+    :raises ModelError: when the plugin cannot compile it.
+    """
+    results = [ops.result(o) for o in outputs]
+    try:
+        return compile_model(ov.Model(results, model.get_parameters(), "capture"),
+                             {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
+    finally:
+        for r in results:
+            r.input(0).get_source_output().remove_target_input(r.input(0))
+
+
+def capture_outputs(model: ov.Model, outputs: list[ov.Output], samples: Iterable[tuple[int, dict[str, np.ndarray]]],
+                    requests_number: int | None = None) -> list[list[np.ndarray]]:
+    """The values of ``outputs`` for each sample (keep ``samples`` few: everything stays in memory).
+
+    :return: per sample, in sample order, one array per output.
+    :raises EngineError: when inference fails.
+    """
+    compiled = compile_with_outputs(model, outputs)
+    got: dict[int, list[np.ndarray]] = {}
+
+    def on_done(request: ov.InferRequest, position: int) -> None:
+        got[position] = [np.array(request.get_output_tensor(k).data) for k in range(len(outputs))]
+
+    count = run_samples(compiled, samples, on_done, "while capturing activations", requests_number)
+    return [got[k] for k in range(count)]
+
+
 def run_samples(compiled: ov.CompiledModel, samples: Iterable[tuple[int, dict[str, np.ndarray]]],
                 on_done: Callable[[ov.InferRequest, int], None], what: str,
                 requests_number: int | None = None, after_start: Callable[[], None] | None = None) -> int:
