@@ -282,23 +282,29 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     unique = list(dict.fromkeys(requests))
     if not unique:
         return Statistics({}, 0)
-    builder = _ReducerBuilder()
-    try:
-        reducers = [builder.build(r) for r in unique]
-        results = [ops.result(n) for n in reducers]
-        stats_model = ov.Model(results, model.get_parameters(), "statistics")
-        compiled = compile_model(stats_model, {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
-        del stats_model, results, reducers
-    finally:
-        builder.detach()  # from the model being quantized
-        del builder
+    on_host = _reduce_on_host(model, unique)
+    if on_host:  # the tensors themselves come back and are reduced here (see _reduce_on_host)
+        compiled = compile_with_outputs(model, [r.output for r in unique])
+    else:
+        builder = _ReducerBuilder()
+        try:
+            reducers = [builder.build(r) for r in unique]
+            results = [ops.result(n) for n in reducers]
+            stats_model = ov.Model(results, model.get_parameters(), "statistics")
+            compiled = compile_model(stats_model, {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
+            del stats_model, results, reducers
+        finally:
+            builder.detach()  # from the model being quantized
+            del builder
     accumulators = [_Accumulator(r.reduction) for r in unique]
     folder = _InOrderFolder(accumulators)
     started = time.perf_counter()
 
     def on_done(request: ov.InferRequest, position: int) -> None:
-        folder.add(position, [np.array(request.get_output_tensor(k).data, dtype=np.float64)
-                              for k in range(len(unique))])
+        values = [np.array(request.get_output_tensor(k).data, dtype=np.float64) for k in range(len(unique))]
+        if on_host:
+            values = [_host_reduction(v, r) for v, r in zip(values, unique)]
+        folder.add(position, values)
 
     count = run_samples(compiled, samples, on_done, "during statistics collection", requests_number,
                         after_start=None if progress is None else lambda: progress(folder.done))
@@ -310,6 +316,39 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     values = {(req.output, req.reduction, req.channel_axis, req.outlier_prob): acc.result()
               for req, acc in zip(unique, accumulators)}
     return Statistics(values, folder.done)
+
+
+#: reductions :func:`_host_reduction` computes
+_HOST_REDUCTIONS = frozenset({Reduction.MIN, Reduction.MAX, Reduction.MIN_PER_CHANNEL, Reduction.MAX_PER_CHANNEL,
+                              Reduction.MEAN_PER_CHANNEL, Reduction.SHAPE})
+
+
+def _reduce_on_host(model: ov.Model, requests: list[StatisticRequest]) -> bool:
+    """Whether to reduce in NumPy rather than in the graph: on a quantized model (FakeQuantize
+    ops) with a dynamic input shape. There the CPU plugin's reductions of an INT8 layer's output
+    are wrong (OpenVINO 2026.4: ReduceMean, ReduceSum and ReduceMax of a U-Net's second INT8
+    Convolution gave about 1e-5 where the output itself, read as a Result, averages 0.1-1.4; the
+    same model with static shapes agreed to 1e-6), which made BiasCorrection's second pass push
+    every bias to its limit."""
+    if not any(p.get_partial_shape().is_dynamic for p in model.get_parameters()):
+        return False
+    if not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+        return False
+    return all(r.reduction in _HOST_REDUCTIONS for r in requests)
+
+
+def _host_reduction(x: np.ndarray, req: StatisticRequest) -> np.ndarray:
+    """One sample's ``req.reduction`` of ``x`` in NumPy, as the in-graph reducers compute it."""
+    r = req.reduction
+    if r == Reduction.SHAPE:
+        return np.array(x.shape, dtype=np.float64)
+    if r in (Reduction.MIN, Reduction.MAX):
+        return np.array(x.min() if r == Reduction.MIN else x.max())
+    axis = req.channel_axis % x.ndim
+    others = tuple(k for k in range(x.ndim) if k != axis)
+    f = {Reduction.MIN_PER_CHANNEL: np.min, Reduction.MAX_PER_CHANNEL: np.max,
+         Reduction.MEAN_PER_CHANNEL: np.mean}[r]
+    return f(x, axis=others)
 
 
 def compile_with_outputs(model: ov.Model, outputs: list[ov.Output]) -> ov.CompiledModel:
