@@ -5,6 +5,8 @@ edited in memory and saved by :func:`pot_cli.graph.model.save_model_atomic`.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -80,7 +82,19 @@ def insert_weight_fake_quantize(target: ov.Input, value: np.ndarray, params: Qua
     :param params: per-channel bounds and levels.
     :param name: friendly name of the FakeQuantize.
     :return: the FakeQuantize output (connected to ``target``).
+
+    A narrower symmetric grid (the 7-bit weights of ``saturation_fix``: 127 levels, codes
+    -63..63) is written as the same grid inside a 255-level FakeQuantize over a range
+    ``127 / 63`` times wider, with the weights clipped to the narrow range first: the values are
+    identical, and the CPU plugin runs a layer in INT8 only with 255 or 256 weight levels (with
+    ``levels=127`` it ran YOLO-like and BiFPN-like models in f32).
     """
+    n = params.level_high
+    if params.levels < 255 and params.level_low == -n and n > 0 and not np.any(params.zero_point):
+        value = np.clip(value, params.input_low, params.input_high)
+        wide = (params.scale * 127.0).astype(np.float32)
+        params = dataclasses.replace(params, input_low=-wide, input_high=wide, levels=255, level_low=-127,
+                                     level_high=127)
     w = _const(value, target.get_element_type(), f"{name}/weights")
     fq = insert_fake_quantize(w.output(0), [target], params, name)
     return fq.output(0)

@@ -421,10 +421,25 @@ def test_keep_uncompressed_weights_puts_a_weight_fq_on_float_constants():
     assert int8_constants(model) == []
     q = fqs(model)
     assert set(q) == {"conv1/fq_input_0", "conv2/fq_input_0", "conv1/fq_weights_1", "conv2/fq_weights_1"}
-    assert q["conv1/fq_weights_1"].get_attributes()["levels"] == 127
+    # conv1's 7-bit weights (saturation_fix: first_layer) are the same grid in a 255-level
+    # FakeQuantize twice as wide: the CPU plugin runs 127-level weights in f32
+    assert q["conv1/fq_weights_1"].get_attributes()["levels"] == 255
     assert q["conv2/fq_weights_1"].get_attributes()["levels"] == 255
     assert source(q["conv2/fq_weights_1"], 0).get_element_type() == ov.Type.f32
     assert const_value(q["conv2/fq_weights_1"], 1).shape == (6, 1, 1, 1)
+    w = const_value(q["conv1/fq_weights_1"], 0)
+    high = const_value(q["conv1/fq_weights_1"], 2)
+    step = high / 127.0
+    np.testing.assert_allclose(np.abs(w).max(axis=(1, 2, 3), keepdims=True), 63 * step, rtol=1e-5)
+    # same values as the INT8-constant form of the same quantization
+    compressed = models.conv_chain()
+    quantize(compressed, compress=True)
+    x = models.random_inputs(model, low=0, high=1)
+    np.testing.assert_allclose(run(model, x), run(compressed, x), rtol=1e-4, atol=1e-4)
+    runtime = ov.Core().compile_model(model, "CPU").get_runtime_model()
+    precisions = {o.get_rt_info()["originalLayersNames"].astype(str): o.get_rt_info()["runtimePrecision"].astype(str)
+                  for o in runtime.get_ordered_ops() if o.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert [p for names, p in precisions.items() if "conv1" in names.split(",")] == ["u8"]
 
 
 # -- ranges --------------------------------------------------------------------------------------
