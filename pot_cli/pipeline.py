@@ -29,7 +29,8 @@ from pot_cli.algorithms.recurrent import recurrent_op_settings
 from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import ConfigError, NotSupportedError, UsageError, runtime_error_text
-from pot_cli.graph.model import load_model, node_names, quantized_layers, save_model_atomic
+from pot_cli.graph.model import (absent_op_types, check_ignored_scope, load_model, node_names, quantized_layers,
+                                 save_model_atomic)
 from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
 from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
@@ -403,6 +404,12 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
 
     model = load_model(config.model.model, config.model.weights, allow_quantized=options.allow_quantized)
     times["load_model_s"] = time.perf_counter() - t0
+    if algo_cfg is not None or align_cfg is not None:  # before any calibration pass
+        key = f"{config.source}: compression.algorithms[{algo_index}].params.ignored"
+        check_ignored_scope(model, params.ignored.scope, key=f"{key}.scope")
+        for op_type, close in absent_op_types(model, [op.type for op in params.ignored.operations]):
+            log.warning("%s.operations: no op of type '%s' in the model, so it leaves nothing in floating point%s",
+                        key, op_type, f" (closest op types: {', '.join(repr(c) for c in close)})" if close else "")
 
     t = time.perf_counter()
     hw = load_hardware_config(config.compression.target_device)
@@ -516,6 +523,8 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                          sum(len(r.layers) for r in smoothing))
         del ahead
         times["smooth_quant_s"] = time.perf_counter() - t
+    elif algo_cfg is not None:
+        log.info("smooth_quant_alpha %g: SmoothQuant off", sq_alpha)
     if algo_cfg is None:
         algorithm = None
     elif accuracy_aware:

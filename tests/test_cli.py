@@ -129,10 +129,11 @@ def test_unreadable_model_exits_1_naming_it(tiny):
     assert not (tiny["tmp"] / "o" / "optimized").exists()
 
 
-def test_missing_data_source_exits_1(tiny):
+def test_missing_data_source_exits_2(tiny):
+    # a path that does not exist is a configuration error, as for the model (README: exit codes)
     result = pot("-q", "default", "-m", tiny["xml"], "--data-source", tiny["tmp"] / "nodir",
                  "--output-dir", tiny["tmp"] / "o", "-d")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"{tiny['tmp'] / 'nodir'}: no such file or folder" in result.stderr
     assert not (tiny["tmp"] / "o" / "optimized").exists()
 

@@ -436,8 +436,9 @@ def _collect_files(source: str, source_key: str) -> tuple[list[Path], list[Path]
             raise DatasetError(f"{source_key}: {source}: no file matches the pattern",
                                hint="a folder, a glob pattern or a .txt list of files")
         return sorted(set(matches), key=lambda m: m.parts), [], None
-    raise DatasetError(f"{source_key}: {source}: no such file or folder; expected a folder, "
-                       "a glob pattern or a .txt list of files")
+    # a path that does not exist is a configuration error (exit 2), as a missing model path
+    raise ConfigError(f"{source_key}: {source}: no such file or folder; expected a folder, "
+                      "a glob pattern or a .txt list of files")
 
 
 def _walk(root: Path) -> list[Path]:

@@ -174,11 +174,12 @@ def node_names(model: ov.Model, bodies: bool = True) -> list[str]:
     return names
 
 
-def check_ignored_scope(model: ov.Model, scope) -> None:
+def check_ignored_scope(model: ov.Model, scope, key: str = "ignored.scope") -> None:
     """Every name of an ignored scope must name a node of ``model`` or of one of its bodies.
 
     :param model: the model (not modified).
     :param scope: node friendly names (POT's ``ignored.scope``).
+    :param key: how the message names the key (``<config>: compression.algorithms[0].params.ignored.scope``).
     :raises ConfigError: for the first unknown name, with the closest node names as a hint.
     """
     names = node_names(model)
@@ -186,8 +187,29 @@ def check_ignored_scope(model: ov.Model, scope) -> None:
     for name in scope:
         if name not in known:
             close = difflib.get_close_matches(name, names, n=3)
-            raise ConfigError(f"ignored.scope: no node named '{name}' in the model",
+            raise ConfigError(f"{key}: no node named '{name}' in the model",
                               hint=f"closest node names: {', '.join(repr(c) for c in close)}" if close else None)
+
+
+def absent_op_types(model: ov.Model, types) -> list[tuple[str, list[str]]]:
+    """The op types among ``types`` that no node of ``model`` (bodies included) has, each with
+    the closest types the model has (a typo such as ``MatMull``).
+
+    :param model: the model (not modified).
+    :param types: op type names (POT's ``ignored.operations[].type``).
+    """
+    present: set[str] = set()
+
+    def walk(m: ov.Model) -> None:
+        for node in m.get_ops():
+            present.add(node.get_type_name())
+            if hasattr(node, "get_function"):
+                for body in ([node.get_function(0), node.get_function(1)] if node.get_type_name() == "If"
+                             else [node.get_function()]):
+                    walk(body)
+
+    walk(model)
+    return [(t, difflib.get_close_matches(t, sorted(present), n=3)) for t in dict.fromkeys(types) if t not in present]
 
 
 def check_output_dir(path: Path) -> None:

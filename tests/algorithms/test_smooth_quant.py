@@ -97,7 +97,8 @@ def test_int8_model_is_closer_to_fp32_with_smoothing(tmp_path):
             # chosen per tensor by simulation, or the one given
             assert all(r["alpha"] in ((0.5, 0.75, 0.95) if alpha is None else (alpha,)) for r in rows)
         else:
-            assert "SmoothQuant" not in result.stderr and "smooth_quant" not in report
+            assert "SmoothQuant:" not in result.stderr and "smooth_quant" not in report
+            assert "smooth_quant_alpha -1: SmoothQuant off" in result.stderr
         q, ref = ov.Core().read_model(str(out / "optimized" / "outlier_mlp.xml")), outlier_mlp()
         vals = []
         for s in samples(8, seed=7):

@@ -86,10 +86,10 @@ def test_glob_pattern(tmp_path, monkeypatch):
 
 
 def test_missing_path_names_it_and_the_key(tmp_path):
-    with pytest.raises(DatasetError) as e:
+    with pytest.raises(ConfigError) as e:  # a path that does not exist: a configuration error
         create_data_source(tmp_path / "nope", relu_model([1, 3, 32, 32]), source_key="engine.data_source")
     assert "engine.data_source" in e.value.message and str(tmp_path / "nope") in e.value.message
-    assert e.value.exit_code == 1
+    assert e.value.exit_code == 2
 
 
 def test_txt_list_missing_file_warns_once_and_skips(tmp_path, caplog):

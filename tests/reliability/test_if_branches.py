@@ -230,13 +230,18 @@ def test_an_if_inside_an_if_body_is_quantized_from_the_outer_body_samples():
     ov.Core().compile_model(model, "CPU")
 
 
-def test_ignored_scope_may_name_a_node_inside_an_if_body(ws):
+def _with_if_config(ws, name: str, ignored: dict):
+    """The If model saved under ``ws.root`` and a DefaultQuantization config with ``ignored``."""
     xml, _ = models.save_ir(model_with_if(), ws.root / "if", "with_if")
-    config = ws.root / "ignore_body.json"
+    config = ws.root / f"{name}.json"
     config.write_text(json.dumps({
         "model": {"model": str(xml)}, "engine": {"data_source": str(ws.images)},
-        "compression": {"algorithms": [{"name": "DefaultQuantization",
-                                        "params": {"ignored": {"scope": ["then_conv"]}}}]}}))
+        "compression": {"algorithms": [{"name": "DefaultQuantization", "params": {"ignored": ignored}}]}}))
+    return config
+
+
+def test_ignored_scope_may_name_a_node_inside_an_if_body(ws):
+    config = _with_if_config(ws, "ignore_body", {"scope": ["then_conv"]})
     result = pot("-c", config, "--output-dir", ws.out, "-d")
     assert result.exit_code == 0, result.stderr
     saved = ov.Core().read_model(str(ws.out / "optimized" / "with_if.xml"))
@@ -265,3 +270,17 @@ def test_a_body_whose_inference_fails_stays_in_floating_point(monkeypatch, caplo
     node = next(o for o in model.get_ops() if o.get_type_name() == "If")
     for body in (node.get_then_body(), node.get_else_body()):
         assert not [o for o in body.get_ops() if o.get_type_name() == "FakeQuantize"]
+
+
+def test_ignored_scope_errors_name_the_config_key_and_operation_typos_warn(ws):
+    config = _with_if_config(ws, "bad_scope", {"scope": ["then_convv"]})
+    result = pot("-c", config, "--output-dir", ws.root / "o1", "-d")
+    assert result.exit_code == 2
+    assert (f"ERROR: {config}: compression.algorithms[0].params.ignored.scope: no node named 'then_convv' in the "
+            "model (closest node names: 'then_conv'") in result.stderr
+    assert not (ws.root / "o1" / "optimized").exists()
+    config = _with_if_config(ws, "bad_type", {"operations": [{"type": "Convolutio"}]})
+    result = pot("-c", config, "--output-dir", ws.out, "-d")
+    assert result.exit_code == 0, result.stderr
+    assert (f"WARNING: {config}: compression.algorithms[0].params.ignored.operations: no op of type 'Convolutio' "
+            "in the model, so it leaves nothing in floating point (closest op types: 'Convolution'") in result.stderr
