@@ -504,7 +504,7 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         t = time.perf_counter()
         ahead = MinMaxQuantization(settings)
         ahead.plan(model, quiet=True)
-        if ahead.transformer:
+        if ahead.transformer and settings.activation_bits <= 8:  # 16-bit activations (GNA) need none
             smoother = SmoothQuant(settings, SMOOTH_QUANT_ALPHA if sq_alpha is None else sq_alpha)
             sq_requests = smoother.statistic_requests(model, ahead)
             if sq_requests:
