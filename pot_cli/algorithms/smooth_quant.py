@@ -55,6 +55,8 @@ MIN_STATISTIC = 1e-5
 ALPHA_CHOICES = (0.5, 0.75, 0.95)
 #: rows (tokens) per captured sample used by the search
 SEARCH_ROWS = 256
+#: output channels per layer used by the search (a BERT-base FFN has 3072)
+SEARCH_COLUMNS = 256
 
 
 @dataclass
@@ -161,12 +163,15 @@ class SmoothQuant:
         x = [r[rng.choice(len(r), SEARCH_ROWS, replace=False)] if len(r) > SEARCH_ROWS else r for r in x]
         w = [np.asarray(v, dtype=np.float32).T if t else np.asarray(v, dtype=np.float32)
              for v, t in zip(weights, transposed)]  # [K, N]
-        ref = [[xi @ wi for wi in w] for xi in x]
+        # output channels are quantized apart, so a random subset of them estimates the error
+        sim = [wi[:, np.sort(rng.choice(wi.shape[1], SEARCH_COLUMNS, replace=False))]
+               if wi.shape[1] > SEARCH_COLUMNS else wi for wi in w]
+        ref = [[xi @ wi for wi in sim] for xi in x]
         errors = {}
         for alpha in (None,) + ALPHA_CHOICES:
-            s = np.ones(act.size) if alpha is None else self._best_scales(
+            s = np.ones(act.size) if alpha is None else self._best_scales(  # from every output channel
                 act, w, [_Target(None, False)] * len(w), alpha)
-            errors[alpha] = _simulated_error(x, w, ref, s.astype(np.float32), self.settings)
+            errors[alpha] = _simulated_error(x, sim, ref, s.astype(np.float32), self.settings)
         return min(errors, key=lambda a: (errors[a], a is not None))
 
     def apply(self, model: ov.Model, stats: Statistics,
@@ -182,13 +187,19 @@ class SmoothQuant:
         :return: one row per smoothed tensor.
         """
         done = []
+        # every group's weights at once: one compilation for the Constant(f16) -> Convert ones
+        flat = evaluate_constants([t.node.input_value(1) for g in self.groups for t in g.targets])
+        per_group, k = [], 0
+        for g in self.groups:
+            per_group.append(flat[k:k + len(g.targets)])
+            k += len(g.targets)
         for gi, g in enumerate(self.groups):
             lo = np.asarray(stats.get(g.source, Reduction.MIN_PER_CHANNEL, -1), dtype=np.float64).reshape(-1)
             hi = np.asarray(stats.get(g.source, Reduction.MAX_PER_CHANNEL, -1), dtype=np.float64).reshape(-1)
             if lo.size == 0 or lo.size != hi.size:
                 continue
             act = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), MIN_STATISTIC)
-            weights = evaluate_constants([t.node.input_value(1) for t in g.targets])
+            weights = per_group[gi]
             best = self._best_scales(act, weights, g.targets, self.alpha)
             if best is None:
                 continue
