@@ -226,7 +226,11 @@ MIN_GAIN = 0.03
 MAX_RUNS = 100
 
 
-def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) -> None:
+#: interleaved slices of one measurement
+SLICES = 6
+
+
+def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = SLICES) -> None:
     """Run both profilers alternately in ``chunks`` slices of at most ``seconds`` in total and at
     most :data:`MAX_RUNS` inferences each."""
     probe = max((fp32.run(2) + int8.run(2)) / 4, 1e-5)  # seconds per run, profiling overhead included
@@ -236,18 +240,32 @@ def _measure(fp32: _Profiler, int8: _Profiler, seconds: float, chunks: int = 4) 
         int8.run(n)
 
 
-def _worst_ratio(a: _Profiler, b: _Profiler, chunks: int = 4) -> float:
-    """The largest ratio of ``a``'s to ``b``'s median inference time over the interleaved slices
-    of their last :func:`_measure` (the overall medians' ratio when there are too few runs).
-
-    A decision that asks every slice to agree does not take a burst of load on the other core
-    for a speed difference (measured: a single median ratio put a minilm_l6_v2 mix with 4 INT8
-    layers at 0.91x FP32; the benchmark measured it at 1.03x)."""
+def _slice_ratios(a: _Profiler, b: _Profiler, chunks: int = SLICES) -> list[float]:
+    """The ratios of ``a``'s to ``b``'s median inference time in each interleaved slice of their
+    last :func:`_measure` (one ratio, of the overall medians, when there are too few runs)."""
     if len(a.wall_seconds) < 2 * chunks or len(b.wall_seconds) < 2 * chunks:
-        return a.total_us() / b.total_us() if b.total_us() else 1.0
-    return max(float(np.median(x) / np.median(y))
-               for x, y in zip(np.array_split(np.asarray(a.wall_seconds), chunks),
-                               np.array_split(np.asarray(b.wall_seconds), chunks)))
+        return [a.total_us() / b.total_us() if b.total_us() else 1.0]
+    ratios = [float(np.median(x) / np.median(y))
+              for x, y in zip(np.array_split(np.asarray(a.wall_seconds), chunks),
+                              np.array_split(np.asarray(b.wall_seconds), chunks))]
+    log.debug("speed check: per-slice wall ratios %s (node time ratio %.3f)", " ".join(f"{r:.3f}" for r in ratios),
+              a.total_us() / b.total_us() if b.total_us() else 1.0)
+    return ratios
+
+
+def _faster(ratios: list[float], gain: float) -> bool:
+    """Whether interleaved slice ratios (time of the candidate / time of the reference) say the
+    candidate is faster by more than ``gain`` (fraction): their median is at most ``1 - gain``
+    and at most one slice of four or more (none of fewer) has the candidate at or above the
+    reference.
+
+    One median alone let a burst of load on the other core pass for a speed difference
+    (measured: a single median ratio put a minilm_l6_v2 mix with 4 INT8 layers at 0.91x FP32;
+    the benchmark measured it at 1.03x). Asking every slice to agree failed the other way on a
+    0.2 ms model, whose single slices swing between 0.67x and 1.35x: fmnist_cnn, 11-25% faster in
+    INT8 by its medians, went back to FP32 in 2 of 6 runs."""
+    slower = sum(r >= 1.0 for r in ratios)
+    return float(np.median(ratios)) <= 1.0 - gain and slower <= (1 if len(ratios) >= 4 else 0)
 
 
 def _aliases(groups: dict[str, ov.Node]) -> dict[str, str]:
@@ -318,9 +336,9 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     of their measured INT8 excess (sum over their layers of ``int8_us - fp32_us`` where positive),
     each trial reverting the category's layers that are slower in INT8 by more than
     ``fp32_us * margin + min_gain_us``; a trial is kept only when the model's inference time drops
-    by more than ``accept`` (fraction) in every slice of a measurement interleaved with the
-    current model (:func:`_worst_ratio`). When the result is not at least :data:`MIN_GAIN` faster
-    than FP32 in every slice, every layer is reverted: the output then equals the FP32 model (and
+    by more than ``accept`` (fraction) across the slices of a measurement interleaved with the
+    current model (:func:`_faster`). When the result is not at least :data:`MIN_GAIN` faster
+    than FP32 so measured, every layer is reverted: the output then equals the FP32 model (and
     a warning says so). The result is compared with FP32 through the product of the
     interleaved ratios (first measurement, then each kept trial); only when that product is above
     :data:`CLEARLY_FASTER` are the two measured against each other again.
@@ -357,7 +375,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     state = _Profiler(core, model, inputs, device, compiled[1])
     _measure(fp32, state, seconds)
     result.rounds = 1
-    worst = _worst_ratio(state, fp32)  # against FP32, while no trial is kept
+    fast_enough = _faster(_slice_ratios(state, fp32), MIN_GAIN)  # against FP32, while no trial is kept
     attention = frozenset(g for g, node in groups.items() if node.get_type_name() in ATTENTION_OPS)
     fp_times, q_times = fp32.group_times(aliases, attention), state.group_times(aliases, attention)
     result.int8_us_before = state.total_us()
@@ -389,16 +407,16 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         state.reset()
         _measure(state, trial, seconds)
         result.rounds += 1
-        kept = _worst_ratio(trial, state) < 1.0 - accept
+        kept = _faster(_slice_ratios(trial, state), accept)
         log.info("speed check: %s layers (%d) in floating point: %.0f -> %.0f us per inference, %s",
                  category, len(candidates[category]), state.total_us(), trial.total_us(),
-                 "kept" if kept else "rolled back (not faster in every measurement slice)")
+                 "kept" if kept else "rolled back (not faster across the measurement slices)")
         if kept:
             for g in candidates[category]:
                 timings[g].int8, timings[g].round = False, result.rounds
             result.reverted += candidates[category]
             ratio *= trial.total_us() / state.total_us()
-            worst = ratio
+            fast_enough = ratio <= 1.0 - MIN_GAIN
             current, state = trial_model, trial
     # never slower than FP32: compare the result with the FP32 model, interleaved. When no trial
     # was kept, the first measurement is that comparison (``state`` was measured again beside each
@@ -408,10 +426,10 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         state.reset()
         _measure(fp32, state, seconds)
         ratio = state.total_us() / fp32.total_us() if fp32.total_us() else 1.0
-        worst = _worst_ratio(state, fp32)
+        fast_enough = _faster(_slice_ratios(state, fp32), MIN_GAIN)
     result.fp32_us, result.int8_us = fp32.total_us(), fp32.total_us() * ratio
     untried = [g for c in result.skipped for g in candidates[c]]
-    if untried and worst > 1.0 - MIN_GAIN:
+    if untried and not fast_enough:
         # out of time with slower-in-INT8 layers never tried, and the model would go back to FP32
         # as a whole: one last trial with all of them in floating point, against FP32 directly
         trial_model = current.clone()
@@ -421,22 +439,22 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
         fp32.reset()
         _measure(fp32, trial, seconds)
         result.rounds += 1
-        trial_ratio = _worst_ratio(trial, fp32)
-        kept = trial_ratio <= 1.0 - MIN_GAIN
+        kept = _faster(_slice_ratios(trial, fp32), MIN_GAIN)
         log.info("speed check: the %d untried slower layer(s) (%s) in floating point at once: %.0f us per "
                  "inference against FP32 %.0f us, %s", len(untried), ", ".join(result.skipped), trial.total_us(),
-                 fp32.total_us(), "kept" if kept else f"rolled back (not {100 * MIN_GAIN:.0f}% faster in every measurement slice)")
+                 fp32.total_us(), "kept" if kept else f"rolled back (not {100 * MIN_GAIN:.0f}% faster across the "
+                 "measurement slices)")
         if kept:
             for g in untried:
                 timings[g].int8, timings[g].round = False, result.rounds
             result.reverted += untried
             current = trial_model
             result.fp32_us, result.int8_us = fp32.total_us(), trial.total_us()
-            worst = trial_ratio
+            fast_enough = True
     rest = [g for g in groups if timings[g].int8]
-    if rest and worst > 1.0 - MIN_GAIN:
-        log.warning("speed check: the quantized model is not at least %.0f%% faster than FP32 on %s in every "
-                    "measurement slice (medians %.0f vs %.0f us per inference); all %d remaining quantized "
+    if rest and not fast_enough:
+        log.warning("speed check: the quantized model is not at least %.0f%% faster than FP32 on %s across the "
+                    "measurement slices (medians %.0f vs %.0f us per inference); all %d remaining quantized "
                     "layer(s) are kept in floating point",
                     100 * MIN_GAIN, device, result.int8_us, result.fp32_us, len(rest))
         current = current.clone()
