@@ -85,6 +85,8 @@ def _plan(model: ov.Model, make_algorithm, requests_number: int | None) -> list[
     for node, _ in if_conditions(model):
         for index in (0, 1):
             body = _Body(node, index, node.get_function(index))
+            if len(node.get_input_descriptions(index)) != len(body.model.get_parameters()):
+                continue  # a body parameter fed by no input: nothing to capture it from
 
             def collect(target, requests, body=body):  # BiasCorrection's second pass, on the body's samples
                 return collect_statistics(target, requests, enumerate(body.samples), len(body.samples),
@@ -93,8 +95,6 @@ def _plan(model: ov.Model, make_algorithm, requests_number: int | None) -> list[
             body.algorithm = make_algorithm(body.model, collect)
             body.requests = body.algorithm.statistic_requests(body.model)
             mm = body.algorithm.min_max
-            if len(node.get_input_descriptions(index)) != len(body.model.get_parameters()):
-                continue  # a body parameter fed by no input: nothing to capture it from
             if mm.activations or mm.weights or if_conditions(body.model):
                 bodies.append(body)
     return bodies

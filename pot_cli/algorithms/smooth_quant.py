@@ -141,36 +141,33 @@ class SmoothQuant:
         s = np.clip(s, np.quantile(s, 0.1), MAX_SCALE)
         return s, float(s.min() / (s.max() + np.finfo(np.float32).eps))
 
-    def _best_scales(self, act: np.ndarray, weights: list[np.ndarray], targets: list[_Target],
-                     alpha: float) -> np.ndarray | None:
-        """The group's ``s``: that of the layer with the largest ``min(s) / max(s)``; None when a
-        weight does not match the activation's channels."""
+    def _best_scales(self, act: np.ndarray, w_maxes: list[np.ndarray], alpha: float) -> np.ndarray:
+        """The group's ``s``: that of the layer with the largest ``min(s) / max(s)``.
+
+        :param w_maxes: per layer, ``max|W_k|`` per input channel, shape ``(K,)``.
+        """
         best, best_ratio = None, 0.0
-        for t, w in zip(targets, weights):
-            w = np.asarray(w, dtype=np.float64)
-            w_max = np.maximum(np.abs(w).max(axis=0 if t.transpose_b else 1), MIN_STATISTIC)  # per input channel
-            if w_max.size != act.size:
-                return None
+        for w_max in w_maxes:
             s, ratio = self._scales(act, w_max, alpha)
             if best is None or ratio > best_ratio:
                 best, best_ratio = s, ratio
         return best
 
-    def _search(self, act, weights, transposed, rows: list[np.ndarray]) -> float | None:
-        """The strength (or None: no smoothing) with the smallest simulated output error."""
+    def _search(self, act, w, w_maxes, rows: list[np.ndarray]) -> float | None:
+        """The strength (or None: no smoothing) with the smallest simulated output error.
+
+        :param w: per layer, the weights as ``[K, N]`` float32.
+        """
         x = [r.reshape(-1, r.shape[-1]) for r in rows]
         rng = np.random.default_rng(0)
         x = [r[rng.choice(len(r), SEARCH_ROWS, replace=False)] if len(r) > SEARCH_ROWS else r for r in x]
-        w = [np.asarray(v, dtype=np.float32).T if t else np.asarray(v, dtype=np.float32)
-             for v, t in zip(weights, transposed)]  # [K, N]
         # output channels are quantized apart, so a random subset of them estimates the error
         sim = [wi[:, np.sort(rng.choice(wi.shape[1], SEARCH_COLUMNS, replace=False))]
                if wi.shape[1] > SEARCH_COLUMNS else wi for wi in w]
         ref = [[xi @ wi for wi in sim] for xi in x]
         errors = {}
         for alpha in (None,) + ALPHA_CHOICES:
-            s = np.ones(act.size) if alpha is None else self._best_scales(  # from every output channel
-                act, w, [_Target(None, False)] * len(w), alpha)
+            s = np.ones(act.size) if alpha is None else self._best_scales(act, w_maxes, alpha)
             errors[alpha] = _simulated_error(x, sim, ref, s.astype(np.float32), self.settings)
         return min(errors, key=lambda a: (errors[a], a is not None))
 
@@ -199,20 +196,22 @@ class SmoothQuant:
             if lo.size == 0 or lo.size != hi.size:
                 continue
             act = np.maximum(np.maximum(np.abs(lo), np.abs(hi)), MIN_STATISTIC)
-            weights = per_group[gi]
-            best = self._best_scales(act, weights, g.targets, self.alpha)
-            if best is None:
-                continue
+            # each layer's weights as [K, N] and their largest |w| per input channel (from every output channel)
+            w = [np.asarray(v, dtype=np.float32).T if t.transpose_b else np.asarray(v, dtype=np.float32)
+                 for v, t in zip(per_group[gi], g.targets)]
+            w_maxes = [np.maximum(np.abs(wi).max(axis=1).astype(np.float64), MIN_STATISTIC) for wi in w]
+            if any(m.size != act.size for m in w_maxes):
+                continue  # a weight that does not match the activation's channels
             alpha = self.alpha
             if captured:
                 rows = [np.asarray(c[gi], dtype=np.float32) for c in captured]
-                alpha = self._search(act, weights, [t.transpose_b for t in g.targets], rows)
+                alpha = self._search(act, w, w_maxes, rows)
                 if alpha is None:
                     continue  # smoothing does not help this tensor
-                best = self._best_scales(act, weights, g.targets, alpha)
-            for t, w in zip(g.targets, weights):
-                w = np.asarray(w, dtype=np.float32)
-                scaled = w * (best[None, :] if t.transpose_b else best[:, None]).astype(np.float32)
+            best = self._best_scales(act, w_maxes, alpha)
+            for t, v in zip(g.targets, per_group[gi]):
+                v = np.asarray(v, dtype=np.float32)
+                scaled = v * (best[None, :] if t.transpose_b else best[:, None]).astype(np.float32)
                 t.node.input(1).replace_source_output(ops.constant(scaled).output(0))
             rank = g.source.get_partial_shape().rank.get_length()
             inv = (1.0 / best).astype(np.float32).reshape([1] * (rank - 1) + [-1])

@@ -166,12 +166,17 @@ def node_names(model: ov.Model, bodies: bool = True) -> list[str]:
     names = []
     for node in model.get_ordered_ops():
         names.append(node.get_friendly_name())
-        if bodies and hasattr(node, "get_function"):
-            subs = ([node.get_function(0), node.get_function(1)] if node.get_type_name() == "If"
-                    else [node.get_function()])
-            for body in subs:
+        if bodies:
+            for body in sub_models(node):
                 names.extend(node_names(body))
     return names
+
+
+def sub_models(node: ov.Node) -> list[ov.Model]:
+    """The bodies of an If (then, else), Loop or TensorIterator; ``[]`` for other ops."""
+    if not hasattr(node, "get_function"):
+        return []
+    return [node.get_function(0), node.get_function(1)] if node.get_type_name() == "If" else [node.get_function()]
 
 
 def check_ignored_scope(model: ov.Model, scope, key: str = "ignored.scope") -> None:
@@ -203,10 +208,8 @@ def absent_op_types(model: ov.Model, types) -> list[tuple[str, list[str]]]:
     def walk(m: ov.Model) -> None:
         for node in m.get_ops():
             present.add(node.get_type_name())
-            if hasattr(node, "get_function"):
-                for body in ([node.get_function(0), node.get_function(1)] if node.get_type_name() == "If"
-                             else [node.get_function()]):
-                    walk(body)
+            for body in sub_models(node):
+                walk(body)
 
     walk(model)
     return [(t, difflib.get_close_matches(t, sorted(present), n=3)) for t in dict.fromkeys(types) if t not in present]
