@@ -25,7 +25,7 @@ from pot_cli.algorithms.fake_quantize import (QuantizerParams, WeightRangeEstima
                                               compute_weight_params, dequantize, narrow_levels, quantize_to_int)
 from pot_cli.algorithms.propagation import propagate
 from pot_cli.errors import NotSupportedError
-from pot_cli.graph.model import check_ignored_scope, evaluate_constants, is_constant_subgraph
+from pot_cli.graph.model import check_ignored_scope, evaluate_constants, is_constant_subgraph, reads_state_only
 from pot_cli.graph.patterns import (ATTENTION_OPS, LAYOUT_OPS, WEIGHTED_OPS, find_se_blocks, is_depthwise, is_float,
                                     weight_channel_axes)
 from pot_cli.statistics.branches import if_conditions
@@ -389,6 +389,7 @@ class MinMaxQuantization:
         self._branch_conditions: dict[int, ov.Output] = {}  # If instance id -> its condition
         self._branch_deps: dict[ov.Output, frozenset[int]] = {}  # tensor -> the Ifs upstream of it
         self.unified: list[list[ActivationQuantizer]] = []  # quantizers that share one range
+        self.state_only: list[str] = []  # layers left in float: an input reads only the model's state
 
     def is_constant(self, output: ov.Output) -> bool:
         """Whether ``output`` comes from a constant sub-graph (memoised per model)."""
@@ -445,9 +446,16 @@ class MinMaxQuantization:
         self._branch_conditions = {node.get_instance_id(): cond for node, cond in if_conditions(model)}
         self._branch_deps = self._if_dependencies(ordered) if self._branch_conditions else {}
         feeding = self._feeding_weighted_ops(ordered) if eltwise else set()
+        state_cache: dict | None = {} if model.get_variables() else None
+        self.state_only = []
         for node in ordered:
             t = node.get_type_name()
             if self._ignored(node):
+                continue
+            if state_cache is not None and t in s.activation_op_types and any(
+                    reads_state_only(i.get_source_output(), state_cache) for i in node.inputs()):
+                # every calibration sample starts from the state's initial value: no range to calibrate
+                self.state_only.append(node.get_friendly_name())
                 continue
             if t == "Gather" and s.compress_embeddings:
                 self._add_embedding(node)
@@ -505,6 +513,11 @@ class MinMaxQuantization:
                        and (n.get_type_name() != "Interpolate" or n.get_attributes().get("mode") == "nearest")]
         propagate(self, by_output, requantized)
         self.activations = list(by_output.values())
+        if self.state_only and not quiet:
+            log.warning("%d layer(s) read only the model's state (ReadValue) and stay in floating point: each "
+                        "calibration sample starts from the state's initial value, so their input range cannot "
+                        "be calibrated: %s", len(self.state_only), ", ".join(self.state_only[:5]) +
+                        (", ..." if len(self.state_only) > 5 else ""))
         self.unified = [g for g in self.unified if len(g) > 1]
 
     @staticmethod

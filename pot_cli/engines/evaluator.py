@@ -25,7 +25,7 @@ from pot_cli.engines.accuracy_checker import ACDataset
 from pot_cli.engines.metrics import Metric
 from pot_cli.errors import EngineError, ModelError, PotError
 from pot_cli.graph.model import get_core
-from pot_cli.statistics.collector import wait_for_requests
+from pot_cli.statistics.collector import is_stateful, start_sample, wait_for_requests
 
 log = logging.getLogger("pot")
 
@@ -162,10 +162,11 @@ class Evaluator:
                 outputs[index] = value
 
         queue.set_callback(on_done)
+        stateful = is_stateful(queue)
         drained = False
         try:
             for i, sample in self._samples(indices):
-                queue.start_async(sample, userdata=i)
+                start_sample(queue, sample, i, stateful)
                 if progress is not None:
                     progress(len(outputs))
             queue.wait_all()

@@ -250,6 +250,16 @@ def compile_model(model: ov.Model, config: dict | None = None) -> ov.CompiledMod
                          f"{runtime_error_text(e)}") from e
 
 
+def model_with_results(model: ov.Model, results: list, name: str) -> ov.Model:
+    """A model over ``model``'s nodes with ``model``'s parameters and these ``results`` (Result
+    nodes on tensors of ``model``): a statistics or capture model.
+
+    A stateful model's sinks (Assign) and variables come along: the CPU plugin refuses a
+    ReadValue whose Assign is not in the model ("doesn't have sibling output").
+    """
+    return ov.Model(results, model.get_sinks(), model.get_parameters(), model.get_variables(), name)
+
+
 def evaluate_constants(outputs: list[ov.Output]) -> list[np.ndarray]:
     """Values of constant sub-graphs (weights behind Convert/Reshape/Transpose chains).
 
@@ -286,13 +296,12 @@ def _plain_constant(output: ov.Output) -> bool:
     return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in _NUMPY_TYPES
 
 
-def is_constant_subgraph(output: ov.Output, cache: dict | None = None) -> bool:
-    """True when every ancestor of ``output`` is a Constant (no Parameter, ShapeOf or state).
-
-    :param output: a node output.
-    :param cache: memo shared across calls (node instance id -> bool).
-    """
-    cache = {} if cache is None else cache
+def _fold_ancestors(output: ov.Output, cache: dict, leaf: Callable[[ov.Node], object | None],
+                    combine: Callable[[ov.Node, list], object]):
+    """A value computed over the ancestors of ``output``, post-order, without recursion (graphs
+    are deep): ``leaf(node)`` gives a node's value on its own (None: look at its inputs), and
+    ``combine(node, input_values)`` gives it from its inputs' values; memoised in ``cache``
+    (node instance id -> value)."""
     stack = [(output.get_node(), False)]
     while stack:
         node, expanded = stack.pop()
@@ -300,19 +309,55 @@ def is_constant_subgraph(output: ov.Output, cache: dict | None = None) -> bool:
         if key in cache:
             continue
         sources = [i.get_source_output().get_node() for i in node.inputs()]
-        if node.get_type_name() == "Constant":
-            cache[key] = True
-        elif not sources or node.get_type_name() in _NOT_CONSTANT:
-            cache[key] = False
+        value = leaf(node)
+        if value is not None:
+            cache[key] = value
         elif expanded:
-            cache[key] = all(cache[s.get_instance_id()] for s in sources)
+            cache[key] = combine(node, [cache[s.get_instance_id()] for s in sources])
         else:
             stack.append((node, True))
             stack.extend((s, False) for s in sources if s.get_instance_id() not in cache)
     return cache[output.get_node().get_instance_id()]
 
 
+def is_constant_subgraph(output: ov.Output, cache: dict | None = None) -> bool:
+    """True when every ancestor of ``output`` is a Constant (no Parameter, ShapeOf or state).
+
+    :param output: a node output.
+    :param cache: memo shared across calls (node instance id -> bool).
+    """
+    def leaf(node: ov.Node) -> bool | None:
+        if node.get_type_name() == "Constant":
+            return True
+        return False if node.get_input_size() == 0 or node.get_type_name() in _NOT_CONSTANT else None
+
+    return _fold_ancestors(output, {} if cache is None else cache, leaf, lambda _, values: all(values))
+
+
 _NOT_CONSTANT = frozenset({"Parameter", "ReadValue", "Assign", "ShapeOf", "RandomUniform"})
+
+
+def reads_state_only(output: ov.Output, cache: dict | None = None) -> bool:
+    """True when ``output`` depends on a model state (ReadValue) and on no model input.
+
+    Calibration samples each start from the state's initial value (see
+    :func:`pot_cli.statistics.collector.start_sample`), so such a tensor only ever shows that
+    value there: its range cannot be calibrated.
+
+    :param output: a node output.
+    :param cache: memo shared across calls (node instance id -> (reads state, reads input)).
+    """
+    def leaf(node: ov.Node) -> tuple[bool, bool] | None:
+        if node.get_type_name() == "Parameter":
+            return False, True
+        return (node.get_type_name() == "ReadValue", False) if node.get_input_size() == 0 else None
+
+    def combine(node: ov.Node, values: list) -> tuple[bool, bool]:
+        # a ReadValue's input is its initial value, which a sample may set
+        return node.get_type_name() == "ReadValue" or any(v[0] for v in values), any(v[1] for v in values)
+
+    state, inputs = _fold_ancestors(output, {} if cache is None else cache, leaf, combine)
+    return state and not inputs
 
 
 def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str,

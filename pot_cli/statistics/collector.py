@@ -24,7 +24,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from pot_cli.errors import EngineError, PotError
-from pot_cli.graph.model import compile_model
+from pot_cli.graph.model import compile_model, model_with_results
 
 log = logging.getLogger("pot")
 
@@ -290,7 +290,7 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
         try:
             reducers = [builder.build(r) for r in unique]
             results = [ops.result(n) for n in reducers]
-            stats_model = ov.Model(results, model.get_parameters(), "statistics")
+            stats_model = model_with_results(model, results, "statistics")
             compiled = compile_model(stats_model, {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
             del stats_model, results, reducers
         finally:
@@ -359,7 +359,7 @@ def compile_with_outputs(model: ov.Model, outputs: list[ov.Output]) -> ov.Compil
     """
     results = [ops.result(o) for o in outputs]
     try:
-        return compile_model(ov.Model(results, model.get_parameters(), "capture"),
+        return compile_model(model_with_results(model, results, "capture"),
                              {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
     finally:
         for r in results:
@@ -414,12 +414,13 @@ def run_samples(compiled: ov.CompiledModel, samples: Iterable[tuple[int, dict[st
     nireq = requests_number or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
     queue = ov.AsyncInferQueue(compiled, max(1, int(nireq)))
     queue.set_callback(callback)
+    stateful = is_stateful(queue)
     count = 0
     drained = False
     try:
         for _, inputs in samples:
             try:
-                queue.start_async(inputs, userdata=count)
+                start_sample(queue, inputs, count, stateful)
             except Exception as e:
                 errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
                 break
@@ -439,6 +440,24 @@ def run_samples(compiled: ov.CompiledModel, samples: Iterable[tuple[int, dict[st
     if errors:
         raise EngineError(f"inference failed {what}: {errors[0]}")
     return count
+
+
+def is_stateful(queue: ov.AsyncInferQueue) -> bool:
+    """Whether the queue's model keeps a state between inferences (ReadValue/Assign variables)."""
+    return bool(queue[0].query_state())
+
+
+def start_sample(queue: ov.AsyncInferQueue, inputs: dict[str, np.ndarray], userdata, stateful: bool) -> None:
+    """Start one sample on ``queue``; on a stateful model, from the variables' initial values.
+
+    Calibration samples are independent, so each one starts from a reset state, as NNCF's
+    OpenVINO engine does (a state carried over from whichever sample the request ran before
+    would make the statistics depend on scheduling). ``start_async`` takes the idle request that
+    ``get_idle_request_id`` names: both read the front of the queue's idle list.
+    """
+    if stateful:
+        queue[queue.get_idle_request_id()].reset_state()
+    queue.start_async(inputs, userdata=userdata)
 
 
 def wait_for_requests(queue: ov.AsyncInferQueue) -> None:
