@@ -375,7 +375,7 @@ class ACDataset:
             if inp.rank is not None and arr.ndim != inp.rank:
                 raise DatasetError(f"{path}: array of shape {list(arr.shape)} does not fit input '{inp.name}' "
                                    f"of rank {inp.rank}")
-            sample[inp.name] = np.ascontiguousarray(arr.astype(inp.dtype, copy=False))
+            sample[inp.name] = np.asarray(arr.astype(inp.dtype, copy=False), order="C")
         return sample
 
     def _image(self, path: Path) -> np.ndarray:

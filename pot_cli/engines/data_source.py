@@ -294,7 +294,7 @@ class DataSource:
                 arr = np.expand_dims(arr, inp.batch_axis or 0)
             if inp.dtype is not None and arr.dtype != inp.dtype:
                 arr = arr.astype(inp.dtype)
-            sample[name] = np.ascontiguousarray(arr)
+            sample[name] = np.asarray(arr, order="C")  # (ascontiguousarray makes a 0-d array 1-d)
         return {name: sample[name] for name in self.input_names}
 
 

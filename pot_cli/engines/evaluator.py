@@ -23,7 +23,7 @@ import openvino as ov
 
 from pot_cli.engines.accuracy_checker import ACDataset
 from pot_cli.engines.metrics import Metric
-from pot_cli.errors import EngineError, ModelError, PotError
+from pot_cli.errors import EngineError, ModelError, PotError, runtime_error_text
 from pot_cli.graph.model import get_core
 from pot_cli.statistics.collector import is_stateful, start_sample, wait_for_requests
 
@@ -97,7 +97,7 @@ class Evaluator:
         try:
             return get_core().compile_model(model, self.device, config)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = runtime_error_text(e)
             raise ModelError(f"model '{model.get_friendly_name()}': {self.device} cannot compile it: {first}") from e
 
     def _queue(self, compiled: ov.CompiledModel) -> ov.AsyncInferQueue:
@@ -174,7 +174,7 @@ class Evaluator:
         except PotError:
             raise
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = runtime_error_text(e)
             raise EngineError(f"inference failed during evaluation: {first}") from e
         finally:
             if not drained:

@@ -23,7 +23,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pot_cli.errors import EngineError, PotError
+from pot_cli.errors import EngineError, PotError, runtime_error_text
 from pot_cli.graph.model import compile_model, model_with_results
 
 log = logging.getLogger("pot")
@@ -422,7 +422,7 @@ def run_samples(compiled: ov.CompiledModel, samples: Iterable[tuple[int, dict[st
             try:
                 start_sample(queue, inputs, count, stateful)
             except Exception as e:
-                errors.append(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                errors.append(runtime_error_text(e))
                 break
             count += 1
             if after_start is not None:
@@ -432,8 +432,7 @@ def run_samples(compiled: ov.CompiledModel, samples: Iterable[tuple[int, dict[st
     except PotError:
         raise
     except Exception as e:
-        text = str(e).strip()
-        raise EngineError(f"inference failed {what}: {text.splitlines()[0] if text else type(e).__name__}") from e
+        raise EngineError(f"inference failed {what}: {runtime_error_text(e)}") from e
     finally:
         if not drained:  # Ctrl-C, SIGTERM or an error: let in-flight requests finish before the
             wait_for_requests(queue)  # queue is destroyed (else their callbacks can crash the process)

@@ -354,6 +354,23 @@ def test_npz_multi_input(tmp_path):
     np.testing.assert_array_equal(samples[1]["input_ids"], np.arange(7)[None] + 1)
 
 
+def test_npz_scalar_bool_and_f16_inputs_keep_their_rank_and_dtype(tmp_path):
+    """A rank-0 input (a temperature, a threshold) stays rank 0: numpy's ascontiguousarray made
+    it [1], and the CPU plugin refused the sample ("got [1] expecting []")."""
+    x = ops.parameter([1, 4], ov.Type.f16, name="x")
+    mask = ops.parameter([1, 4], ov.Type.boolean, name="mask")
+    temp = ops.parameter([], ov.Type.f32, name="temp")
+    y = ops.multiply(ops.multiply(ops.convert(x, ov.Type.f32), ops.convert(mask, ov.Type.f32)), temp)
+    model = ov.Model([ops.result(y)], [x, mask, temp], "scalar_input")
+    np.savez(tmp_path / "s.npz", x=np.ones((1, 4), np.float32), mask=np.array([[True, False, True, True]]),
+             temp=np.array(0.5, np.float32))
+    sample = dict(create_data_source(tmp_path, model).iter_samples())[0]
+    assert {k: (v.shape, v.dtype) for k, v in sample.items()} == {
+        "x": ((1, 4), np.dtype(np.float16)), "mask": ((1, 4), np.dtype(bool)), "temp": ((), np.dtype(np.float32))}
+    out = ov.Core().compile_model(model, "CPU").create_infer_request().infer(sample)[0]
+    np.testing.assert_allclose(out, [[0.5, 0.0, 0.5, 0.5]])
+
+
 def test_npz_wrong_keys_names_them(tmp_path):
     np.savez(tmp_path / "bad.npz", input_ids=np.zeros((1, 4), np.int64),
              attention_masks=np.zeros((1, 4), np.int64), token_type_ids=np.zeros((1, 4), np.int64))
