@@ -568,7 +568,7 @@ class MinMaxQuantization:
         self._apply_granularity()
         reqs: list[StatisticRequest] = []
         for q in self.activations:
-            for kind, low, prob in self._bounds():
+            for kind, low, prob in self._bounds(q):
                 reqs.extend(self._requests(q, kind, low, prob))
             if q.channel_axis is None:  # the branch each sample took, for ranges behind an If
                 reqs.extend(StatisticRequest(self._branch_conditions[i], Reduction.MAX)
@@ -601,11 +601,13 @@ class MinMaxQuantization:
         groups = groups.reshape(-1)
         return groups if groups.max() > 0 else None
 
-    def _bounds(self) -> list[tuple[str, bool, float]]:
-        """``(type, is lower bound, outlier_prob)`` of every statistic the range estimator reads."""
+    def _bounds(self, q: ActivationQuantizer) -> list[tuple[str, bool, float]]:
+        """``(type, is lower bound, outlier_prob)`` of every statistic the range estimator reads
+        for ``q``: a quantizer that may be symmetric (the preset's mode, or an attention operand,
+        symmetric whatever the preset) also reads ``symmetric_max_type``."""
         r = self.settings.ranges
         bounds = [(r.min_type, True, r.min_outlier_prob), (r.max_type, False, r.outlier_prob)]
-        if r.symmetric_max_type and self.activation_mode == "symmetric":
+        if r.symmetric_max_type and (self.activation_mode == "symmetric" or q.output in self._symmetric_outputs):
             bounds.append((r.symmetric_max_type, False, r.outlier_prob))
         return bounds
 

@@ -185,6 +185,26 @@ def test_quantile_preset_performance_uses_the_abs_quantile_for_symmetric_quantiz
     np.testing.assert_allclose([low, high], [-abs_q * 128 / 127, abs_q], rtol=1e-5)
 
 
+def test_quantile_preset_mixed_gives_the_attention_operands_their_abs_quantile():
+    """The operands of an activation x activation MatMul are symmetric whatever the preset, so
+    under ``mixed`` they still read the abs_quantile statistic (it was not requested:
+    ``KeyError: ABS_QUANTILE``, exit 1, on every transformer with attention)."""
+    model = models.matmul_two_activations()
+    samples = [{"a": heavy_tailed((1, 4, 8), k), "b": heavy_tailed((1, 8, 6), 10 + k)} for k in range(6)]
+    params = activations(QuantizationParams(preset="mixed"), range_estimator=RangeEstimator(preset="quantile"))
+    quantize(model, samples, params)
+    # the second operand: signed 8-bit, symmetric (the CPU plugin runs the MatMul in INT8 only so)
+    abs_q = np.mean([np.quantile(np.abs(s["b"].astype(np.float64)), 1 - P) for s in samples])
+    low, high, _ = fq(model, "matmul/fq_input_1")
+    np.testing.assert_allclose([low, high], [-abs_q * 128 / 127, abs_q], rtol=1e-5)
+    # the first one follows the preset: asymmetric, from the plain quantiles
+    xs = [s["a"].astype(np.float64) for s in samples]
+    lo, hi = np.mean([np.quantile(x, P) for x in xs]), np.mean([np.quantile(x, 1 - P) for x in xs])
+    expected = compute_activation_params(lo, hi, "asymmetric")
+    low, high, _ = fq(model, "matmul/fq_input_0")
+    np.testing.assert_allclose([low, high], [expected.input_low, expected.input_high], rtol=1e-5)
+
+
 def test_explicit_estimators_with_their_own_outlier_prob_aggregator_and_clipping():
     model, samples = models.conv_only(c_in=3, c_out=4, hw=40), conv_samples()
     re = RangeEstimator(min=StatisticSpec(type="quantile", outlier_prob=0.01, aggregator="min"),
