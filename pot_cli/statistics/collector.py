@@ -12,6 +12,7 @@ statistics would carry bf16 rounding.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from pot_cli.errors import EngineError, PotError, runtime_error_text
-from pot_cli.graph.model import compile_model, model_with_results
+from pot_cli.graph.model import compile_model, evaluate_constants, is_constant_subgraph, model_with_results
 
 log = logging.getLogger("pot")
 
@@ -282,29 +283,22 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     unique = list(dict.fromkeys(requests))
     if not unique:
         return Statistics({}, 0)
-    on_host = _reduce_on_host(model, unique)
-    if on_host:  # the tensors themselves come back and are reduced here (see _reduce_on_host)
-        compiled = compile_with_outputs(model, [r.output for r in unique])
-    else:
-        builder = _ReducerBuilder()
-        try:
-            reducers = [builder.build(r) for r in unique]
-            results = [ops.result(n) for n in reducers]
-            stats_model = model_with_results(model, results, "statistics")
-            compiled = compile_model(stats_model, {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
-            del stats_model, results, reducers
-        finally:
-            builder.detach()  # from the model being quantized
-            del builder
+    builder = _ReducerBuilder()
+    try:
+        reducers = [builder.build(r) for r in unique]
+        results = [ops.result(n) for n in reducers]
+        compiled = _compile_f32(model, results, "statistics")
+        del results, reducers
+    finally:
+        builder.detach()  # from the model being quantized
+        del builder
     accumulators = [_Accumulator(r.reduction) for r in unique]
     folder = _InOrderFolder(accumulators)
     started = time.perf_counter()
 
     def on_done(request: ov.InferRequest, position: int) -> None:
-        values = [np.array(request.get_output_tensor(k).data, dtype=np.float64) for k in range(len(unique))]
-        if on_host:
-            values = [_host_reduction(v, r) for v, r in zip(values, unique)]
-        folder.add(position, values)
+        folder.add(position, [np.array(request.get_output_tensor(k).data, dtype=np.float64)
+                              for k in range(len(unique))])
 
     count = run_samples(compiled, samples, on_done, "during statistics collection", requests_number,
                         after_start=None if progress is None else lambda: progress(folder.done))
@@ -318,37 +312,82 @@ def collect_statistics(model: ov.Model, requests: list[StatisticRequest],
     return Statistics(values, folder.done)
 
 
-#: reductions :func:`_host_reduction` computes
-_HOST_REDUCTIONS = frozenset({Reduction.MIN, Reduction.MAX, Reduction.MIN_PER_CHANNEL, Reduction.MAX_PER_CHANNEL,
-                              Reduction.MEAN_PER_CHANNEL, Reduction.SHAPE})
+def _compile_f32(model: ov.Model, results: list, name: str) -> ov.CompiledModel:
+    """``model``'s parameters to ``results`` (Results on tensors of ``model``), compiled on CPU
+    in f32 (THROUGHPUT hint). On a quantized model with a dynamic input shape its FakeQuantize
+    ops are compiled as the same arithmetic in plain ops (:func:`fake_quantize_in_float`): there
+    the CPU plugin's INT8 kernels give wrong values at any extra output (OpenVINO 2026.4: a U-Net's
+    second INT8 Convolution, reduced in the graph, averaged about 1e-5 where the model alone
+    gives 0.1-1.4; one more Result on a ResNet's inner INT8 Convolution took the model's own
+    output from cosine 0.998 to 0.947; the same models with static shapes were right), which made
+    BiasCorrection's pass on the quantized model push every bias to its limit."""
+    emulate = (any(p.get_partial_shape().is_dynamic for p in model.get_parameters())
+               and any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()))
+    with fake_quantize_in_float(model) if emulate else contextlib.nullcontext():
+        return compile_model(model_with_results(model, results, name),
+                             {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
 
 
-def _reduce_on_host(model: ov.Model, requests: list[StatisticRequest]) -> bool:
-    """Whether to reduce in NumPy rather than in the graph: on a quantized model (FakeQuantize
-    ops) with a dynamic input shape. There the CPU plugin's reductions of an INT8 layer's output
-    are wrong (OpenVINO 2026.4: ReduceMean, ReduceSum and ReduceMax of a U-Net's second INT8
-    Convolution gave about 1e-5 where the output itself, read as a Result, averages 0.1-1.4; the
-    same model with static shapes agreed to 1e-6), which made BiasCorrection's second pass push
-    every bias to its limit."""
-    if not any(p.get_partial_shape().is_dynamic for p in model.get_parameters()):
-        return False
-    if not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
-        return False
-    return all(r.reduction in _HOST_REDUCTIONS for r in requests)
+@contextlib.contextmanager
+def fake_quantize_in_float(model: ov.Model):
+    """Within the block, ``model`` (not its If/Loop bodies) computes its quantized layers in plain
+    f32 ops, which no plugin turns into INT8 kernels; afterwards the model is as it was.
 
-
-def _host_reduction(x: np.ndarray, req: StatisticRequest) -> np.ndarray:
-    """One sample's ``req.reduction`` of ``x`` in NumPy, as the in-graph reducers compute it."""
-    r = req.reduction
-    if r == Reduction.SHAPE:
-        return np.array(x.shape, dtype=np.float64)
-    if r in (Reduction.MIN, Reduction.MAX):
-        return np.array(x.min() if r == Reduction.MIN else x.max())
-    axis = req.channel_axis % x.ndim
-    others = tuple(k for k in range(x.ndim) if k != axis)
-    f = {Reduction.MIN_PER_CHANNEL: np.min, Reduction.MAX_PER_CHANNEL: np.max,
-         Reduction.MEAN_PER_CHANNEL: np.mean}[r]
-    return f(x, axis=others)
+    * Every FakeQuantize is bypassed by the same function in element-wise ops. Per the
+      FakeQuantize-1 specification (input_low < input_high): ``x`` clamped to ``[input_low,
+      input_high]``, mapped to ``q = round((x - input_low) / (input_high - input_low) * (levels -
+      1))`` (half away from zero), then to ``q / (levels - 1) * (output_high - output_low) +
+      output_low``; bounds broadcast as in the op (per tensor or per channel).
+    * Every constant sub-graph feeding a computed op (INT8 weights: ``Constant(i8) -> Convert ->
+      Multiply``) is read as one f32 Constant: with such weights left as they are, the plugin gave
+      different, wrong values at extra outputs from run to run (OpenVINO 2026.4, dynamic shapes).
+    """
+    cache: dict = {}
+    folded = [inp for op in model.get_ordered_ops()
+              if op.get_output_size() == 0 or not is_constant_subgraph(op.output(0), cache)
+              for inp in op.inputs() if inp.get_source_output().get_node().get_type_name() != "Constant"
+              and is_constant_subgraph(inp.get_source_output(), cache)]
+    values = evaluate_constants([inp.get_source_output() for inp in folded])
+    originals = [inp.get_source_output() for inp in folded]
+    for inp, value in zip(folded, values):
+        inp.replace_source_output(ops.constant(value).output(0))
+    swaps: list[tuple[ov.Output, list[ov.Input], ov.Output]] = []
+    entries: list[ov.Input] = []  # inputs of the added ops that read nodes of ``model``
+    for fq in [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]:
+        targets = list(fq.output(0).get_target_inputs())
+        if not targets:
+            continue
+        x, in_low, in_high, out_low, out_high = (fq.input_value(k) for k in range(5))
+        steps = ops.constant(np.float32(fq.get_attributes()["levels"] - 1))
+        clamped = ops.minimum(ops.maximum(x, in_low), in_high)
+        width = ops.maximum(ops.subtract(in_high, in_low), ops.constant(np.float32(1e-30)))
+        q = ops.round(ops.multiply(ops.subtract(clamped, in_low), ops.divide(steps, width)), "half_away_from_zero")
+        y = ops.add(ops.multiply(q, ops.divide(ops.subtract(out_high, out_low), steps)), out_low)
+        sources = {o.get_node().get_instance_id() for o in (x, in_low, in_high, out_low, out_high)}
+        stack, seen = [y.output(0).get_node()], set()
+        while stack:  # the added ops, back to the FakeQuantize's own inputs
+            node = stack.pop()
+            if node.get_instance_id() in seen:
+                continue
+            seen.add(node.get_instance_id())
+            for inp in node.inputs():
+                if inp.get_source_output().get_node().get_instance_id() in sources:
+                    entries.append(inp)
+                else:
+                    stack.append(inp.get_source_output().get_node())
+        for t in targets:
+            t.replace_source_output(y.output(0))
+        swaps.append((fq.output(0), targets, y.output(0)))
+    try:
+        yield
+    finally:
+        for fq_out, targets, _ in swaps:
+            for t in targets:
+                t.replace_source_output(fq_out)
+        for inp in entries:
+            inp.get_source_output().remove_target_input(inp)
+        for inp, source in zip(folded, originals):
+            inp.replace_source_output(source)
 
 
 def compile_with_outputs(model: ov.Model, outputs: list[ov.Output]) -> ov.CompiledModel:
@@ -359,8 +398,7 @@ def compile_with_outputs(model: ov.Model, outputs: list[ov.Output]) -> ov.Compil
     """
     results = [ops.result(o) for o in outputs]
     try:
-        return compile_model(model_with_results(model, results, "capture"),
-                             {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"})
+        return _compile_f32(model, results, "capture")
     finally:
         for r in results:
             r.input(0).get_source_output().remove_target_input(r.input(0))
