@@ -30,7 +30,7 @@ from pot_cli.config import PotConfig, load_hardware_config
 from pot_cli.engines.data_source import create_data_source, select_subset
 from pot_cli.errors import ConfigError, NotSupportedError, UsageError, runtime_error_text
 from pot_cli.graph.model import (absent_op_types, check_ignored_scope, load_model, node_names, quantized_layers,
-                                 save_model_atomic)
+                                 save_model_atomic, sub_models)
 from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS
 from pot_cli.report.report import build_report, dump_report
 from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
@@ -606,6 +606,11 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         if not result.quantizers and not bodies and not (speed_report and speed_report.get("reverted")):
             log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
                         "the output model stays in floating point")
+        loops = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ("Loop", "TensorIterator")
+                 and any(n.get_type_name() in WEIGHTED_OPS for body in sub_models(op) for n in body.get_ops())]
+        if loops:
+            log.info("%d Loop/TensorIterator op(s) keep their bodies in floating point (only If bodies are "
+                     "quantized): %s", len(loops), ", ".join(loops[:5]) + (", ..." if len(loops) > 5 else ""))
         in_bodies = [q for b in bodies for q in b.quantizers]
         log.info("Inserted %d activation FakeQuantize, quantized %d weight tensors, corrected %d biases%s",
                  sum(1 for q in result.quantizers if q.kind == "activation"),

@@ -139,17 +139,20 @@ def op_names(xml: Path, op_type: str) -> list[str]:
     return sorted(o.get_friendly_name() for o in model.get_ops() if o.get_type_name() == op_type)
 
 
-def model_with_loop(seed: int = 0) -> ov.Model:
+def model_with_loop(seed: int = 0, body_conv: bool = False) -> ov.Model:
     """``x [1,3,8,8] -> conv1 -> relu1 -> Loop(2 iterations: h = relu(h * 0.5)) -> conv2``.
 
-    The Loop body is a separate graph; the main graph holds ``conv1`` and ``conv2``.
+    The Loop body is a separate graph; the main graph holds ``conv1`` and ``conv2``. With
+    ``body_conv`` the body computes ``h = relu(body_conv(h))`` (a quantizable op) instead.
     """
     rng = models._rng(seed)
     x = models.param("x", [1, 3, 8, 8], layout="NCHW")
     y = models._named(ops.relu(models.conv(x, models.conv_weights(rng, 4, 3), "conv1")), "relu1")
     h = ops.parameter([1, 4, 8, 8], ov.Type.f32, name="h")
     body_cond = ops.result(ops.constant(np.array(True)))
-    body_h = ops.result(ops.relu(ops.multiply(h, ops.constant(np.float32(0.5)))))
+    step = models.conv(h, models.conv_weights(rng, 4, 4), "body_conv") if body_conv \
+        else ops.multiply(h, ops.constant(np.float32(0.5)))
+    body_h = ops.result(ops.relu(step))
     loop = ops.loop(ops.constant(np.int64(2)), ops.constant(np.array(True)))
     loop.set_function(ov.Model([body_cond, body_h], [h], "body"))
     loop.set_special_body_ports([-1, 0])

@@ -178,6 +178,15 @@ def test_already_quantized_model_is_refused_unless_allowed(ws):
     assert snapshot(partial.parent, ws.images) == before
 
 
+def test_a_loop_body_with_layers_is_named_as_kept_in_floating_point(ws):
+    xml, _ = models.save_ir(model_with_loop(body_conv=True), ws.root / "loop_conv", "loop_conv")
+    result = pot("-q", "default", "-m", xml, "--data-source", ws.images, "--output-dir", ws.out, "-d")
+    assert result.exit_code == 0, result.stderr
+    assert "1 Loop/TensorIterator op(s) keep their bodies in floating point" in result.stderr
+    assert "loop" in result.stderr.split("keep their bodies in floating point")[1].splitlines()[0]
+    assert op_names(ws.out / "optimized" / "loop_conv.xml", "FakeQuantize") == ["conv1/fq_input_0", "conv2/fq_input_0"]
+
+
 @pytest.mark.parametrize("build, op_type, bodies, body_fqs", [
     # the then body (every image takes it) is quantized, the else body never ran
     (model_with_if, "If", lambda op: (op.get_then_body(), op.get_else_body()), [["then_conv/fq_input_0"], []]),
