@@ -358,9 +358,10 @@ def fake_quantize_in_float(model: ov.Model):
         if not targets:
             continue
         x, in_low, in_high, out_low, out_high = (fq.input_value(k) for k in range(5))
-        steps = ops.constant(np.float32(fq.get_attributes()["levels"] - 1))
+        dtype = np.float16 if x.get_element_type() == ov.Type.f16 else np.float32  # the op's own type
+        steps = ops.constant(dtype(fq.get_attributes()["levels"] - 1))
         clamped = ops.minimum(ops.maximum(x, in_low), in_high)
-        width = ops.maximum(ops.subtract(in_high, in_low), ops.constant(np.float32(1e-30)))
+        width = ops.maximum(ops.subtract(in_high, in_low), ops.constant(np.finfo(dtype).tiny))
         q = ops.round(ops.multiply(ops.subtract(clamped, in_low), ops.divide(steps, width)), "half_away_from_zero")
         y = ops.add(ops.multiply(q, ops.divide(ops.subtract(out_high, out_low), steps)), out_low)
         sources = {o.get_node().get_instance_id() for o in (x, in_low, in_high, out_low, out_high)}
