@@ -8,7 +8,10 @@ arrive (in sample order, so the result is the same on every run): the per-channe
 keep a running min, max or sum, the per-tensor ones a few numbers per sample. Memory therefore
 does not grow with the activation size and barely with the number of samples. The model is compiled with
 ``INFERENCE_PRECISION_HINT=f32``: this CPU would otherwise run a float32 model in bf16 and the
-statistics would carry bf16 rounding.
+statistics would carry bf16 rounding. On a quantized model with a dynamic input shape (the pass of
+BiasCorrection) the quantized layers are compiled as plain f32 arithmetic
+(:func:`fake_quantize_in_float`), and a stateful model starts every sample from its variables'
+initial values (:func:`start_sample`).
 """
 from __future__ import annotations
 
