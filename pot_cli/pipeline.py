@@ -646,6 +646,8 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
         report["smooth_quant"] = {"alpha": "per tensor" if sq_alpha is None else sq_alpha,
                                   "tensors": [dataclasses.asdict(r) for r in smoothing]}
     report["unreached_branches"] = [dataclasses.asdict(b) for b in unreached]
+    # layers left in float because their input reads only a model state (stateful models)
+    report["state_only_layers"] = list(getattr(getattr(algorithm, "min_max", None), "state_only", []))
     report["if_bodies"] = [b.report() for b in bodies]
     report["summary"]["quantized_if_bodies"] = len(bodies)
     report["summary"]["unreached_branches"] = len(unreached)

@@ -6,6 +6,8 @@ floating point; the rest is quantized, and the model keeps its variables.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -85,6 +87,8 @@ def test_a_stateful_model_quantizes_and_keeps_its_state(tmp_path):
     result = pot("-q", "default", "-m", xml, "--data-source", data, "--output-dir", tmp_path / "out", "-d")
     assert result.exit_code == 0, result.stderr
     assert "read only the model's state" in result.stderr and "from_state" in result.stderr
+    report = json.loads((tmp_path / "out" / "optimized" / "report.json").read_text())
+    assert report["state_only_layers"] == ["from_state", "mix"]  # mix: an Add reading from_state
     core = ov.Core()
     quantized = core.read_model(tmp_path / "out" / "optimized" / "cell.xml")
     assert len(quantized.get_variables()) == 1 and len(quantized.get_sinks()) == 1
