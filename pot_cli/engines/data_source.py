@@ -351,6 +351,7 @@ def create_data_source(data_source: str | os.PathLike, model: ov.Model,
         _check_shape_batch(inp)
 
     paths, used_kinds = [], []
+    ignored_keys: dict[str, int] = collections.Counter()
     for p, kind in zip(files, kinds):
         if kind is None:
             continue
@@ -358,7 +359,8 @@ def create_data_source(data_source: str | os.PathLike, model: ov.Model,
             if kind == "image":
                 ok = sniff_image(p)
             else:
-                ok = _check_array_file(p, kind, inputs)
+                ok, extra = _check_array_file(p, kind, inputs)
+                ignored_keys.update(extra)
         except OSError:
             ok = False
         if ok:
@@ -367,6 +369,10 @@ def create_data_source(data_source: str | os.PathLike, model: ov.Model,
         else:
             skips[_CORRUPT].append(p)
 
+    if ignored_keys:
+        logger.warning("%s: arrays that feed no model input are ignored: %s (model inputs: %s)", source_key,
+                       ", ".join(f"'{k}' in {n} file(s)" for k, n in sorted(ignored_keys.items())),
+                       ", ".join(i.name for i in inputs))
     skipped = [p for ps in skips.values() for p in ps]
     if not paths:
         raise _no_samples_error(source, files, skips, inputs, root)
@@ -667,10 +673,10 @@ def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _check_array_file(path: Path, kind: str, inputs: Sequence[_Input]) -> bool:
+def _check_array_file(path: Path, kind: str, inputs: Sequence[_Input]) -> tuple[bool, list[str]]:
     """Check an array file's headers against the inputs without reading its data.
 
-    :return: False when the file is corrupt.
+    :return: False when the file is corrupt, and the ``.npz`` keys that feed no input (ignored).
     :raises DatasetError: when the file is readable but does not fit the model.
     """
     headers: dict[str | None, tuple] = {}
@@ -685,16 +691,19 @@ def _check_array_file(path: Path, kind: str, inputs: Sequence[_Input]) -> bool:
                     with zf.open(info) as f:
                         headers[key] = _npy_header(f)
     except (ValueError, EOFError, zipfile.BadZipFile, KeyError):
-        return False
-    for key, name in _match_keys(headers, inputs, path).items():
+        return False, []
+    mapping = _match_keys(headers, inputs, path)
+    for key, name in mapping.items():
         inp = next(x for x in inputs if x.name == name)
         shape, dtype = headers[key]
         _check_array(shape, dtype, inp, f"{path}: {key or 'array'}")
-    return True
+    return True, [str(k) for k in headers if k not in mapping]
 
 
 def _match_keys(keys: Iterable[str | None], inputs: Sequence[_Input], path: Path) -> dict:
-    """Map array keys (None for a ``.npy`` file) to input names; all inputs must be given."""
+    """Map array keys (None for a ``.npy`` file) to input names; all inputs must be given. Other
+    keys (a label stored beside the inputs) are left out of the mapping when every input has its
+    key; when one is missing, they are named in the error (a misspelt input name)."""
     keys = list(keys)
     if keys == [None] or (len(inputs) == 1 and keys == ["arr_0"]):
         return {keys[0]: inputs[0].name}
@@ -702,7 +711,7 @@ def _match_keys(keys: Iterable[str | None], inputs: Sequence[_Input], path: Path
     mapping = {k: lookup[k] for k in keys if k in lookup}
     unexpected = [k for k in keys if k not in lookup]
     missing = [i.name for i in inputs if i.name not in mapping.values()]
-    if missing or unexpected:
+    if missing:
         problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
                    ([f"unexpected {', '.join(map(str, unexpected))}"] if unexpected else [])
         raise DatasetError(f"{path}: keys do not match the model inputs ({'; '.join(problems)}); "

@@ -382,6 +382,19 @@ def test_npz_wrong_keys_names_them(tmp_path):
     assert "expected one array per input: input_ids, attention_mask, token_type_ids" in msg
 
 
+def test_npz_keys_that_feed_no_input_are_ignored_with_one_warning(tmp_path, caplog):
+    """A label stored beside the inputs (NNCF's datasets pick the inputs out of such items)."""
+    for i in range(3):
+        np.savez(tmp_path / f"s{i}.npz", input_ids=np.arange(4, dtype=np.int64)[None],
+                 attention_mask=np.ones((1, 4), np.int64), token_type_ids=np.zeros((1, 4), np.int64),
+                 label=np.array([i]))
+    with caplog.at_level(logging.WARNING, logger="pot"):
+        ds = create_data_source(tmp_path, token_model())
+    assert warnings_of(caplog) == ["engine.data_source: arrays that feed no model input are ignored: 'label' in 3 "
+                                   "file(s) (model inputs: input_ids, attention_mask, token_type_ids)"]
+    assert [sorted(s) for _, s in ds.iter_samples()] == [sorted(ds.input_names)] * 3
+
+
 def test_npz_single_input(tmp_path):
     np.savez(tmp_path / "named.npz", x=np.ones((1, 3, 8, 8), np.float32))
     np.savez(tmp_path / "unnamed.npz", np.full((3, 8, 8), 2.0))
