@@ -741,8 +741,11 @@ def _check_array(shape: tuple[int, ...], dtype: np.dtype, inp: _Input, where: st
     if expand:
         axis = inp.batch_axis or 0
         fitted = fitted[:axis] + (1,) + fitted[axis:]
-    if len(fitted) != rank or any(t.is_static and t.get_length() != d
-                                  for d, t in zip(fitted, inp.target)):
+    # a batch of several samples in one array is fed as it is where the model's batch is dynamic
+    free_batch = inp.batch_axis is not None and inp.shaped.rank.is_static and inp.shaped[inp.batch_axis].is_dynamic
+    if len(fitted) != rank or any(t.is_static and t.get_length() != d and not (free_batch and k == inp.batch_axis)
+                                  for k, (d, t) in enumerate(zip(fitted, inp.target))):
         raise DatasetError(f"{where}: shape {list(shape)} does not fit input '{inp.name}'; "
-                           f"expected {inp.target} (batch dim 1 may be left out)")
+                           f"expected {inp.target} (batch dim 1 may be left out"
+                           f"{'; any batch is fed as it is' if free_batch else ''})")
     return expand

@@ -339,6 +339,15 @@ def test_npy_shape_and_dtype_mismatch(tmp_path):
         create_data_source(tmp_path, relu_model([1, 4], et=ov.Type.i64))
 
 
+def test_npy_batch_of_several_samples_is_fed_as_it_is_where_the_batch_is_dynamic(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((4, 3, 8, 8), np.float32))
+    ds = create_data_source(tmp_path, relu_model([-1, 3, 8, 8]))
+    assert ds[0]["x"].shape == (4, 3, 8, 8)
+    # a static batch of 1 still refuses it
+    with pytest.raises(DatasetError, match=r"shape \[4, 3, 8, 8\] does not fit input 'x'; expected \[1,3,8,8\]"):
+        create_data_source(tmp_path, relu_model([1, 3, 8, 8]))
+
+
 def test_npz_multi_input(tmp_path):
     for i, t in enumerate((5, 7)):
         ids = np.arange(t, dtype=np.int64)[None] + i

@@ -8,6 +8,7 @@ import sys
 
 import cv2
 import numpy as np
+import openvino as ov
 import pytest
 
 import models
@@ -173,3 +174,26 @@ def test_unicode_and_spaces_in_every_path(ws):
         assert op_names(written, "FakeQuantize") == ["conv/fq_input_0"]
     assert {k: v for k, v in snapshot(base).items() if not k.startswith(str(out))} == before
     assert len(leftovers(out)) == 2  # the two runs' optimized/ folders, no temporary ones
+
+
+def test_batched_arrays_calibrate_a_dynamic_batch_model(tmp_path):
+    """``.npy`` files of 4 samples each, for a model with a dynamic batch: fed as they are, the
+    ranges cover every sample of each batch, and the quantized model keeps its dynamic batch."""
+    model = models.dynamic_batch_conv()
+    xml, _ = models.save_ir(model, tmp_path / "m", "dyn")
+    data = tmp_path / "calib"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    shape = [4] + [d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:]]
+    for k in range(3):
+        batch = rng.uniform(0, 1, shape).astype(np.float32)
+        batch[3] *= 10.0  # the largest values sit in the last sample of each batch
+        np.save(data / f"{k}.npy", batch)
+    result = pot("-q", "default", "-m", xml, "--data-source", data, "--output-dir", tmp_path / "out", "-d")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "optimized" / "report.json").read_text())
+    assert report["samples"]["used"] == 3
+    first = next(q for q in report["quantizers"] if q["kind"] == "activation")
+    assert first["observed"][1] > 5.0  # the 4th sample of each batch was seen
+    quantized = ov.Core().read_model(tmp_path / "out" / "optimized" / "dyn.xml")
+    assert quantized.inputs[0].get_partial_shape()[0].is_dynamic
