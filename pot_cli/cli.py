@@ -99,11 +99,13 @@ def _add_file_log(path: Path, level: str) -> logging.Handler:
 def build_raw_config(config: str | None, quantize: str | None, preset: str | None, model: str | None,
                      weights: str | None, name: str | None, engine: str | None, data_source: str | None,
                      target_device: str | None, ac_config: str | None = None,
-                     max_drop: float | None = None) -> tuple[dict, str, Path | None]:
+                     max_drop: float | None = None, layout: str | None = None) -> tuple[dict, str, Path | None]:
     """Turn the flags into a raw POT config dict (flags override the config file's values).
 
     ``--ac-config`` selects the accuracy_checker engine with that file (replacing the config's
-    engine data); ``--max-drop`` sets ``maximal_drop`` of AccuracyAwareQuantization.
+    engine data); ``--max-drop`` sets ``maximal_drop`` of AccuracyAwareQuantization;
+    ``--layout`` sets ``engine.layout``: ``NCHW`` (a single-input model) or ``name:LAYOUT`` pairs
+    separated by commas, e.g. ``image:NHWC,mask:NC``.
 
     :return: ``(raw, source, config_path)``; ``source`` names where keys came from in messages.
     :raises UsageError: on a forbidden combination of flags.
@@ -156,6 +158,15 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
         raw["engine"].setdefault("type", "simplified")
     if engine:
         raw["engine"]["type"] = engine
+    if layout:
+        pairs = [p.strip() for p in layout.split(",") if p.strip()]
+        if all(":" in p for p in pairs):
+            raw["engine"]["layout"] = {k.strip(): v.strip() for k, v in (p.rsplit(":", 1) for p in pairs)}
+        elif len(pairs) == 1:
+            raw["engine"]["layout"] = pairs[0]
+        else:
+            raise UsageError(f"--layout {layout}: expected one layout (NCHW) or name:LAYOUT pairs separated by "
+                             "commas (image:NHWC,mask:NC)")
     if ac_config:
         if engine == "simplified":
             raise UsageError("--ac-config needs the accuracy_checker engine; drop --engine simplified")
@@ -194,6 +205,8 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.option("--engine", type=click.Choice(["simplified", "accuracy_checker"]),
               help="Engine type; -q default with --data-source means simplified.")
 @click.option("--data-source", help="Calibration data: a folder, a glob pattern or a .txt list of files.")
+@click.option("--layout", help="Input layout when the IR and the shape do not tell it: NCHW, NHWC, ... or "
+                               "name:LAYOUT pairs, e.g. image:NHWC,mask:NC (engine.layout).")
 @click.option("--ac-config", type=click.Path(dir_okay=False),
               help="Accuracy Checker config (.yml): annotated datasets and metrics (accuracy_checker engine).")
 @click.option("--max-drop", type=click.FloatRange(min=0.0),
@@ -216,7 +229,7 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.version_option(__version__, "--version", prog_name="pot")
 def main(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights,
-         allow_quantized=False):
+         allow_quantized=False, layout=None):
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
     saved = (log.level, log.propagate, list(log.handlers))  # restored on return (in-process callers)
     _setup_console_logging(log_level)
@@ -224,7 +237,7 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
     try:
         code = _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop,
                     evaluate, target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-                    keep_uncompressed_weights, allow_quantized)
+                    keep_uncompressed_weights, allow_quantized, layout)
     except PotError as e:
         if log_level == "DEBUG":
             traceback.print_exc()
@@ -255,7 +268,7 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
 
 def _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-         keep_uncompressed_weights, allow_quantized=False) -> int:
+         keep_uncompressed_weights, allow_quantized=False, layout=None) -> int:
     if weights and not model and not config:
         raise UsageError("-w/--weights needs -m/--model")
 
@@ -264,7 +277,8 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
     from pot_cli.pipeline import RunOptions, create_run_dir, run_quantization
 
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
-                                      target_device.upper() if target_device else None, ac_config, max_drop)
+                                      target_device.upper() if target_device else None, ac_config, max_drop,
+                                      layout)
     cfg = validate_config(raw, source=source)
     if evaluate and cfg.engine.type != "accuracy_checker":
         raise UsageError(f"{source}: -e/--evaluate needs annotated data and metrics: the accuracy_checker engine "

@@ -290,3 +290,24 @@ def test_bundled_example_config(repo_root, tmp_path, monkeypatch):
     assert report["input"]["model"] == str(repo_root / "examples/digits/model/digits_cnn.xml")
     assert report["samples"]["used"] == 300
     assert op_types(out / "optimized" / "digits_cnn.xml").count("FakeQuantize") >= 1
+
+
+def test_layout_flag_sets_engine_layout(tmp_path):
+    """``--layout``: a model whose input is ``[?,?,?,?]`` with no layout in the IR cannot take
+    images until told (NCHW here; NHWC would feed 8-channel data to 3-channel weights)."""
+    model = models.conv_bias_relu()
+    x = models.param("x", [-1, -1, -1, -1])
+    next(op for op in model.get_ops() if op.get_type_name() == "Convolution").input(0).replace_source_output(x.output(0))
+    xml, _ = models.save_ir(ov.Model(model.get_results(), [x], "anyshape"), tmp_path / "m", "anyshape")
+    images = tmp_path / "images"
+    models.write_images(images, 3, shape=(8, 8, 3))
+    base = ["-q", "default", "-m", xml, "--data-source", images, "-d"]
+    result = pot(*base, "--output-dir", tmp_path / "a")
+    assert result.exit_code == 1 and "give it with --layout or engine.layout" in result.stderr
+    for k, layout in enumerate(("NCHW", "x:NCHW")):
+        result = pot(*base, "--output-dir", tmp_path / f"ok{k}", "--layout", layout)
+        assert result.exit_code == 0, result.stderr
+        report = json.loads((tmp_path / f"ok{k}" / "optimized" / "report.json").read_text())
+        assert report["config"]["engine"]["layout"] == ("NCHW" if k == 0 else {"x": "NCHW"})
+    result = pot(*base, "--output-dir", tmp_path / "bad", "--layout", "NCHW,NHWC")
+    assert result.exit_code == 2 and "--layout NCHW,NHWC: expected one layout" in result.stderr

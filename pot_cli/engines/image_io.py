@@ -219,7 +219,7 @@ def create_image_input(what: str, dims: Sequence[int | None], layout: Sequence[s
         inferred = infer_image_layout(list(dims))
         if inferred is None:
             raise DatasetError(f"{what}: cannot tell its layout from the shape or the IR; "
-                               "pass layout, for example NCHW or NHWC")
+                               "give it with --layout or engine.layout, for example NCHW or NHWC")
         names = tuple(inferred)
     if set(names) != (set("NCHW") if len(dims) == 4 else set("CHW")):
         raise DatasetError(f"layout {layout_text(names)} of {what} is not an image layout; "

@@ -502,14 +502,18 @@ def start_sample(queue: ov.AsyncInferQueue, inputs: dict[str, np.ndarray], userd
 
 
 def wait_for_requests(queue: ov.AsyncInferQueue) -> None:
-    """Wait for every in-flight request of ``queue``, even while an interrupt is propagating
-    (a second Ctrl-C during the wait is ignored: the wait takes one inference at most)."""
+    """Wait for every in-flight request of ``queue``, even while an interrupt or an error is
+    propagating (a second Ctrl-C during the wait is ignored: the wait takes one inference at
+    most; a failed request, which ``wait_all`` raises again after waiting, is already being
+    reported by the caller)."""
     while True:
         try:
             queue.wait_all()
             return
         except KeyboardInterrupt:
             continue
+        except Exception:  # the failure the caller is reporting: wait_all raised it once all finished
+            return
 
 
 class _Accumulator:

@@ -197,3 +197,25 @@ def test_batched_arrays_calibrate_a_dynamic_batch_model(tmp_path):
     assert first["observed"][1] > 5.0  # the 4th sample of each batch was seen
     quantized = ov.Core().read_model(tmp_path / "out" / "optimized" / "dyn.xml")
     assert quantized.inputs[0].get_partial_shape()[0].is_dynamic
+
+
+def test_a_sample_the_runtime_rejects_mid_run_is_one_clean_error(tmp_path):
+    """A dynamic channel dim lets 4-channel arrays pass the checks; the convolution (3 input
+    channels) then fails inside the asynchronous statistics pass. The error is the runtime's
+    message on one line (it surfaced as 'internal error' from the queue's drain)."""
+    model = models.conv_chain()  # the second convolution's input statistics need the first one to run
+    x = models.param("x", [1, -1, -1, -1])
+    first = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    first.input(0).replace_source_output(x.output(0))
+    model = ov.Model(model.get_results(), [x], "dyn_channels")
+    xml, _ = models.save_ir(model, tmp_path / "m", "dyn_channels")
+    data = tmp_path / "calib"
+    data.mkdir()
+    for k in range(4):
+        np.save(data / f"{k}.npy", np.ones((1, 4, 8, 8), np.float32))
+    before = snapshot(xml.parent, data)
+    out = tmp_path / "out"
+    result = pot("-q", "default", "-m", xml, "--data-source", data, "--output-dir", out, "-d")
+    line = assert_failed_cleanly(result.exit_code, result.stderr, 1,
+                                 ["inference failed during statistics collection", "channels"], out, before)
+    assert "internal error" not in line and "Traceback" not in result.stderr
