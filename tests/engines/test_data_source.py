@@ -267,7 +267,7 @@ def test_rank3_chw_and_hwc(tmp_path):
 
 def test_layout_errors(tmp_path):
     write(tmp_path / "a.png", rgb_noise())
-    with pytest.raises(DatasetError, match=r"cannot tell its layout.*pass layout"):
+    with pytest.raises(DatasetError, match=r"cannot tell its layout.*--layout or engine.layout"):
         create_data_source(tmp_path, relu_model([1, 8, 8, 8]))
     with pytest.raises(DatasetError, match=r"layout 'NCH' for input 'x'.*expected 4 axis letters"):
         create_data_source(tmp_path, relu_model([1, 3, 8, 8]), layout="NCH")
