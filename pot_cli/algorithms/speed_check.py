@@ -438,7 +438,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     untried = [g for c in result.skipped for g in candidates[c]]
     if untried and not fast_enough:
         # out of time with slower-in-INT8 layers never tried, and the model would go back to FP32
-        # as a whole: one last trial with all of them in floating point, against FP32 directly
+        # as a whole: one last trial with all of them in floating point, timed beside FP32 and the current model
         trial_model = current.clone()
         for g in untried:
             revert(trial_model, g)
