@@ -48,7 +48,7 @@ def test_a_larger_maximal_drop_never_reverts_more_layers(outlier):
                      "--max-drop", max_drop, "--output-dir", out, "-d")
         assert result.exit_code == 0, result.stderr
         aa = report_of(out)["accuracy_aware"]
-        assert aa["target_met"] and aa["final"]["drop"]["accuracy"] <= max_drop
+        assert aa["target_met"] and aa["final"]["drop"]["accuracy"] <= max_drop + 1e-9  # (1 - 0.85 = 0.15000000000000002)
         reverted.append(len(aa["reverted_layers"]))
     assert reverted == sorted(reverted, reverse=True)
     assert reverted[-1] == 0 and len(set(reverted)) >= 3

@@ -54,7 +54,9 @@ def test_a_step_that_increases_the_drop_is_rolled_back_and_retried_after_the_mod
     current, best, stop, steps = s.search()
     assert steps == [("A", False), ("B", True), ("A", True)]
     assert (sorted(current.reverted), stop, s._order) == (["A", "B"], "target met", ["B", "A"])
-    assert s.ranked_on == ["-", "B"]  # no re-ranking after the roll-back: the same model
+    # one ranking: no re-ranking after the roll-back (the same model) nor after B, which lowered
+    # the drop; A, rolled back on the previous model, is tried again first (its rank)
+    assert s.ranked_on == ["-"]
 
 
 def test_without_use_prev_if_drop_increase_a_worse_step_is_kept():
@@ -62,6 +64,14 @@ def test_without_use_prev_if_drop_increase_a_worse_step_is_kept():
     current, best, stop, steps = s.search()
     assert steps == [("A", True), ("B", True)]
     assert sorted(current.reverted) == ["A", "B"] and stop == "target met"
+    assert s.ranked_on == ["-", "A"]  # A kept without lowering the drop: the rest is ranked again
+
+
+def test_the_ranking_goes_on_while_reverts_lower_the_drop():
+    s = Scripted({"": 0.5, "A": 0.4, "AB": 0.3, "ABC": 0.0}, maximal_drop=0.05)
+    current, best, stop, steps = s.search()
+    assert steps == [("A", True), ("B", True), ("C", True)] and stop == "target met"
+    assert s.ranked_on == ["-"]
 
 
 def test_max_iter_num_stops_and_the_best_model_is_kept():
