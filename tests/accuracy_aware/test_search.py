@@ -90,3 +90,14 @@ def test_larger_maximal_drop_stops_earlier_on_the_same_path(maximal_drop, revert
         return
     current, _, stop, _ = s.search()
     assert "".join(sorted(current.reverted)) == reverted and stop == "target met"
+
+
+def test_when_every_remaining_step_makes_the_drop_larger_the_ranking_is_followed_without_roll_backs():
+    """From B, A and C each make the drop larger alone (evaluation noise, or harm that only
+    reverting both undoes): they are then reverted in ranking order and kept until the drop holds
+    (it used to stop there: 'nothing left to revert', target not met)."""
+    drops = {"": 0.5, "A": 0.6, "B": 0.3, "C": 0.6, "AB": 0.35, "BC": 0.31, "ABC": 0.0}
+    s = Scripted(drops, maximal_drop=0.05)
+    current, best, stop, steps = s.search()
+    assert steps == [("A", False), ("B", True), ("A", False), ("C", False), ("A", True), ("C", True)]
+    assert stop == "target met" and sorted(current.reverted) == ["A", "B", "C"]
