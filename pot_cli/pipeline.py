@@ -604,8 +604,12 @@ def run_quantization(config: PotConfig, options: RunOptions, run_dir: Path) -> R
                          "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
             del fp_model
         if not result.quantizers and not bodies and not (speed_report and speed_report.get("reverted")):
-            log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
-                        "the output model stays in floating point")
+            if aa_result is not None and aa_result.reverted:
+                log.warning("AccuracyAwareQuantization kept all %d layer group(s) in floating point to hold "
+                            "maximal_drop: the output model computes in floating point", len(aa_result.reverted))
+            else:
+                log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
+                            "the output model stays in floating point")
         loops = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ("Loop", "TensorIterator")
                  and any(n.get_type_name() in WEIGHTED_OPS for body in sub_models(op) for n in body.get_ops())]
         if loops:

@@ -576,7 +576,8 @@ class AccuracyAwareQuantization:
                         bar.total += 1
                     bar.set_postfix_str(f"{metric.name} drop {cand.drop[metric.name]:.4g}", refresh=False)
                     bar.update(1)
-                log.info("Iteration %d: reverted %s: %s; drop %s%s", iteration, g, _fmt(cand.evaluation.metrics),
+                log.info("Iteration %d: reverted %s%s: %s; drop %s%s", iteration, g,
+                         f" ({self._types[g]})" if self._types.get(g) else "", _fmt(cand.evaluation.metrics),
                          _fmt(cand.drop), "" if accept else "; the drop increased, rolled back")
                 if accept:
                     improved = cand.drop[metric.name] < current.drop[metric.name] - 1e-12

@@ -419,8 +419,12 @@ def _select(n_total: int, size: int | None, shuffle: bool, seed: int) -> tuple[l
 
 
 def _warn_subset(size: int | None, n_total: int, source: str | None) -> None:
-    logger.warning("stat_subset_size %s is larger than the %d samples in %s; using all %d",
-                   size, n_total, source or "the data source", n_total)
+    """A warning when ``stat_subset_size`` was set above the data; an info line at its default."""
+    from pot_cli.config.model import QuantizationParams
+
+    level = logging.INFO if size == QuantizationParams.stat_subset_size else logging.WARNING
+    logger.log(level, "stat_subset_size %s is larger than the %d samples in %s; using all %d",
+               size, n_total, source or "the data source", n_total)
 
 
 # -- files --------------------------------------------------------------------------------------

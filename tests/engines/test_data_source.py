@@ -468,9 +468,13 @@ def test_select_subset(caplog):
     assert len(set(a)) == 10 and all(0 <= i < 100 for i in a)
     assert a == np.random.default_rng(42).permutation(100)[:10].tolist()
     assert select_subset(5, None, False, 0) == [0, 1, 2, 3, 4]
-    with caplog.at_level(logging.WARNING, logger="pot"):
+    with caplog.at_level(logging.INFO, logger="pot"):
+        assert select_subset(54, 400, False, 0, source="imgs") == list(range(54))
         assert select_subset(54, 300, False, 0, source="imgs") == list(range(54))
     assert warnings_of(caplog) == [
+        "stat_subset_size 400 is larger than the 54 samples in imgs; using all 54"]
+    # at its default (300, as POT's) the same is an info line: the user asked for nothing
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
         "stat_subset_size 300 is larger than the 54 samples in imgs; using all 54"]
     with pytest.raises(ConfigError, match="stat_subset_size"):
         select_subset(5, 0, False, 0)
@@ -480,8 +484,8 @@ def test_data_source_select_subset_warns_once(tmp_path, caplog):
     write(tmp_path / "a.png", rgb_noise())
     ds = create_data_source(tmp_path, relu_model([1, 3, 32, 32]))
     with caplog.at_level(logging.WARNING, logger="pot"):
-        assert ds.select_subset(300) == [0]
-        assert ds.select_subset(300, shuffle=True, seed=1) == [0]
+        assert ds.select_subset(400) == [0]
+        assert ds.select_subset(400, shuffle=True, seed=1) == [0]
     assert len(warnings_of(caplog)) == 1
 
 
