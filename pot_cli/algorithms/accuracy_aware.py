@@ -531,10 +531,10 @@ class AccuracyAwareQuantization:
         the previous model are tried again, in their rank order); a kept revert that did not lower
         the drop, or a change of the metric furthest above its limit, has the remaining groups
         ranked again. When every remaining group has been rolled back on the current model, the
-        rest are reverted in ranking order and kept, until the drop holds. A ranking costs ``ranking_subset_size`` inferences per group, a revert one
-        pass over the evaluation set: ranking again after every revert made a random-weight
-        EfficientNet-B0 spend 95% of 15 minutes ranking. A rolled-back group is skipped until the
-        model changes.
+        rest are reverted in ranking order and kept, until the drop holds. A ranking costs
+        ``ranking_subset_size`` inferences per group, a revert one pass over the evaluation set:
+        ranking again after every revert made a random-weight EfficientNet-B0 spend 95% of 15
+        minutes ranking. A rolled-back group is skipped until the model changes.
         """
         p = self.params
         best = current
