@@ -514,10 +514,10 @@ class MinMaxQuantization:
         propagate(self, by_output, requantized)
         self.activations = list(by_output.values())
         if self.state_only and not quiet:
-            log.warning("%d layer(s) read only the model's state (ReadValue) and stay in floating point: each "
-                        "calibration sample starts from the state's initial value, so their input range cannot "
-                        "be calibrated: %s", len(self.state_only), ", ".join(self.state_only[:5]) +
-                        (", ..." if len(self.state_only) > 5 else ""))
+            log.warning("%d layer(s) have an input that reads only the model's state (ReadValue) and stay in "
+                        "floating point: each calibration sample starts from the state's initial value, so that "
+                        "input's range cannot be calibrated: %s", len(self.state_only),
+                        ", ".join(self.state_only[:5]) + (", ..." if len(self.state_only) > 5 else ""))
         self.unified = [g for g in self.unified if len(g) > 1]
 
     @staticmethod

@@ -579,57 +579,68 @@ def _check_shape_batch(inp: _Input) -> None:
     if inp.shape_arg is not None and inp.batch_axis is not None:
         b = inp.shape_arg[inp.batch_axis]
         if b not in (1, -1):
-            raise DatasetError(f"shape {inp.shape_arg} for input '{inp.name}': batch dim {b}; "
-                               "expected 1 (samples are fed one at a time)")
+            raise ConfigError(f"engine.shape {inp.shape_arg} for input '{inp.name}': batch dim {b}; "
+                              "expected 1 (samples are fed one at a time)")
 
 
 def _per_input(value, base, what: str) -> dict:
-    """Map a ``layout``/``shape`` argument to input name -> value."""
+    """Map a ``layout``/``shape`` argument to input name -> value.
+
+    :raises ConfigError: naming ``engine.<what>`` (a value the user gave: exit code 2).
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         if len(base) != 1:
-            raise DatasetError(f"{what} {value!r}: the model has {len(base)} inputs "
-                               f"({', '.join(b[0] for b in base)}); give a dict input name -> {what}")
+            raise ConfigError(f"engine.{what} {value!r}: the model has {len(base)} inputs "
+                              f"({', '.join(b[0] for b in base)}); give a dict input name -> {what}")
         return {base[0][0]: value}
     lookup = {n: b[0] for b in base for n in b[1]}
     unknown = [k for k in value if k not in lookup]
     if unknown:
-        raise DatasetError(f"{what}: unknown input(s) {', '.join(map(str, unknown))}; "
-                           f"expected {', '.join(b[0] for b in base)}")
+        raise ConfigError(f"engine.{what}: unknown input(s) {', '.join(map(str, unknown))}; "
+                          f"expected {', '.join(b[0] for b in base)}")
     return {lookup[k]: v for k, v in value.items()}
 
 
+def _ir_layout(port) -> tuple[str, ...] | None:
+    ir_layout = port.get_node().get_layout()
+    if ir_layout.empty:
+        return None
+    try:
+        return parse_layout(ir_layout.to_string())
+    except ValueError:
+        return None
+
+
 def _input_layout(name, given, port, rank) -> tuple[str, ...] | None:
+    ir = _ir_layout(port)
+    ir = ir if ir is not None and (rank is None or len(ir) == rank) else None
     if given is not None:
         try:
             names = parse_layout(str(given))
         except ValueError:
             names = None
         if names is None or (rank is not None and len(names) != rank):
-            raise DatasetError(f"layout {given!r} for input '{name}' {port.get_partial_shape()}: "
-                               f"expected {rank or 'some'} axis letters such as "
-                               f"{'NCHW or NHWC' if rank == 4 else 'CHW or HWC' if rank == 3 else 'NC'}")
+            raise ConfigError(f"engine.layout {given!r} for input '{name}' {port.get_partial_shape()}: "
+                              f"expected {rank or 'some'} axis letters such as "
+                              f"{'NCHW or NHWC' if rank == 4 else 'CHW or HWC' if rank == 3 else 'NC'}")
+        if ir is not None and tuple(ir) != tuple(names):
+            logger.warning("engine.layout %s for input '%s' %s overrides the IR's layout %s", "".join(names), name,
+                           port.get_partial_shape(), "".join(ir))
         return names
-    ir_layout = port.get_node().get_layout()
-    if ir_layout.empty:
-        return None
-    try:
-        names = parse_layout(ir_layout.to_string())
-    except ValueError:
-        return None
-    return names if names is not None and (rank is None or len(names) == rank) else None
+    return ir
 
 
 def _apply_shape(name, given, pshape, rank) -> ov.PartialShape:
     if (not isinstance(given, (list, tuple)) or not given
             or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or (d < 1 and d != -1)
                    for d in given)):
-        raise DatasetError(f"shape {given!r} for input '{name}': expected a list of positive "
-                           "integers (-1 keeps the model's dim)")
+        raise ConfigError(f"engine.shape {given!r} for input '{name}': expected a list of positive "
+                          "integers (-1 keeps the model's dim)")
     if rank is not None and len(given) != rank:
-        raise DatasetError(f"shape {list(given)} for input '{name}' {pshape}: "
-                           f"expected {rank} dims")
+        raise ConfigError(f"engine.shape {list(given)} for input '{name}' {pshape}: "
+                          f"expected {rank} dims")
     dims = []
     for k, d in enumerate(given):
         dims.append(pshape[k] if d == -1 and rank is not None else ov.Dimension(int(d)))

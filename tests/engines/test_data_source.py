@@ -244,7 +244,7 @@ def test_nhwc_inferred_from_shape(tmp_path):
     assert ds.layouts == {"x": "NHWC"} and ds[0]["x"].shape == (1, 20, 24, 3)
 
 
-def test_ir_layout_wins_over_shape_and_argument_wins_over_ir(tmp_path):
+def test_ir_layout_wins_over_shape_and_argument_wins_over_ir(tmp_path, caplog):
     img = rgb_noise(seed=6)
     write(tmp_path / "a.png", img)
     # [1,3,8,3]: the shape alone says NCHW (3 channels, H 8, W 3)
@@ -252,8 +252,10 @@ def test_ir_layout_wins_over_shape_and_argument_wins_over_ir(tmp_path):
     ds = create_data_source(tmp_path, relu_model([1, 3, 8, 3], layout="NHWC"))
     assert ds.layouts == {"x": "NHWC"}
     np.testing.assert_array_equal(ds[0]["x"][0], cv2.resize(img, (8, 3)))  # H 3, W 8
-    ds = create_data_source(tmp_path, relu_model([1, 3, 8, 3], layout="NHWC"), layout="nchw")
+    with caplog.at_level(logging.WARNING, logger="pot"):
+        ds = create_data_source(tmp_path, relu_model([1, 3, 8, 3], layout="NHWC"), layout="nchw")
     assert ds.layouts == {"x": "NCHW"}
+    assert warnings_of(caplog) == ["engine.layout NCHW for input 'x' [1,3,8,3] overrides the IR's layout NHWC"]
     np.testing.assert_array_equal(ds[0]["x"][0], cv2.resize(img, (3, 8)).transpose(2, 0, 1))
     ds = create_data_source(tmp_path, relu_model([1, 3, 8, 3]), layout={"x": "[N,H,W,C]"})
     assert ds.layouts == {"x": "NHWC"}
@@ -269,9 +271,10 @@ def test_layout_errors(tmp_path):
     write(tmp_path / "a.png", rgb_noise())
     with pytest.raises(DatasetError, match=r"cannot tell its layout.*--layout or engine.layout"):
         create_data_source(tmp_path, relu_model([1, 8, 8, 8]))
-    with pytest.raises(DatasetError, match=r"layout 'NCH' for input 'x'.*expected 4 axis letters"):
+    # a layout the user gave that cannot be right is a config error (exit code 2) naming the key
+    with pytest.raises(ConfigError, match=r"engine.layout 'NCH' for input 'x'.*expected 4 axis letters"):
         create_data_source(tmp_path, relu_model([1, 3, 8, 8]), layout="NCH")
-    with pytest.raises(DatasetError, match=r"unknown input\(s\) y; expected x"):
+    with pytest.raises(ConfigError, match=r"engine.layout: unknown input\(s\) y; expected x"):
         create_data_source(tmp_path, relu_model([1, 3, 8, 8]), layout={"y": "NCHW"})
     with pytest.raises(DatasetError, match=r"has 2 channels; images give 1 \(gray\), 3 \(BGR\)"):
         create_data_source(tmp_path, relu_model([1, 2, 8, 8]), layout="NCHW")
@@ -297,9 +300,9 @@ def test_dynamic_hw_keeps_image_size_unless_shape_given(tmp_path):
     assert [s["x"].shape for _, s in ds.iter_samples()] == [(1, 3, 16, 24)] * 2
     ds = create_data_source(tmp_path, model, shape={"x": [-1, -1, 16, 24]})
     assert ds.input_shapes["x"] == ov.PartialShape([1, 3, 16, 24])
-    with pytest.raises(DatasetError, match=r"batch dim 4; expected 1"):
+    with pytest.raises(ConfigError, match=r"engine.shape \[4, 3, 16, 24\].*batch dim 4; expected 1"):
         create_data_source(tmp_path, model, shape=[4, 3, 16, 24])
-    with pytest.raises(DatasetError, match=r"expected 4 dims"):
+    with pytest.raises(ConfigError, match=r"engine.shape .*expected 4 dims"):
         create_data_source(tmp_path, model, shape=[3, 16, 24])
 
 
