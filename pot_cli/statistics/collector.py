@@ -354,7 +354,7 @@ def fake_quantize_in_float(model: ov.Model):
     originals = [inp.get_source_output() for inp in folded]
     for inp, value in zip(folded, values):
         inp.replace_source_output(ops.constant(value).output(0))
-    swaps: list[tuple[ov.Output, list[ov.Input], ov.Output]] = []
+    swaps: list[tuple[ov.Output, list[ov.Input]]] = []  # each FakeQuantize output and its consumers
     entries: list[ov.Input] = []  # inputs of the added ops that read nodes of ``model``
     for fq in [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]:
         targets = list(fq.output(0).get_target_inputs())
@@ -381,11 +381,11 @@ def fake_quantize_in_float(model: ov.Model):
                     stack.append(inp.get_source_output().get_node())
         for t in targets:
             t.replace_source_output(y.output(0))
-        swaps.append((fq.output(0), targets, y.output(0)))
+        swaps.append((fq.output(0), targets))
     try:
         yield
     finally:
-        for fq_out, targets, _ in swaps:
+        for fq_out, targets in swaps:
             for t in targets:
                 t.replace_source_output(fq_out)
         for inp in entries:

@@ -101,9 +101,11 @@ def test_layer_categories():
     assert layer_category(ov.opset13.avg_pool(x, [1, 1], [0, 0], [0, 0], [2, 2], True)) == "pooling"
 
 
-def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
+def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float],
+                 after_reset: dict[int, float] | None = None):
     """Replace measurement: group times from the dicts (FP32 profiler = the first one created),
-    totals of the later profilers from ``totals`` in creation order."""
+    totals of the later profilers from ``totals`` in creation order; ``after_reset``: the total of
+    the profiler with that index once it is reset (measured again, under other load)."""
     made: list[_Profiler] = []
     real_init = _Profiler.__init__
 
@@ -117,7 +119,11 @@ def _fixed_times(monkeypatch, fp_us: dict, int8_us: dict, totals: list[float]):
     monkeypatch.setattr(_Profiler, "group_times",
                         lambda self, names, attention=frozenset():
                         {g: (fp_us if self.index == 0 else int8_us)[g] for g in set(names.values())})
-    monkeypatch.setattr(_Profiler, "total_us", lambda self: totals[self.index])
+    monkeypatch.setattr(_Profiler, "total_us",
+                        lambda self: after_reset[self.index] if getattr(self, "again", False) else totals[self.index])
+    if after_reset:
+        monkeypatch.setattr(_Profiler, "reset",
+                            lambda self: setattr(self, "again", True) if self.index in after_reset else None)
     return made
 
 
@@ -156,10 +162,7 @@ def test_a_rolled_back_trial_does_not_move_the_fp32_comparison_to_another_time_w
     fp, q, result, revert = _setup()
     inputs = models.random_inputs(fp, seed=1)
     made = _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0},
-                        [30.0, 25.0, 45.0])
-    monkeypatch.setattr(_Profiler, "reset", lambda self: setattr(self, "loaded", True))
-    monkeypatch.setattr(_Profiler, "total_us",
-                        lambda self: 40.0 if getattr(self, "loaded", False) else [30.0, 25.0, 45.0][self.index])
+                        [30.0, 25.0, 45.0], after_reset={1: 40.0})
     out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert)
     assert len(made) == 3  # FP32, INT8, one trial (conv2 in float), rolled back
     assert check.reverted == [] and out is q
@@ -212,11 +215,7 @@ def test_the_last_trial_must_beat_the_current_model_measured_beside_it(monkeypat
     fp, q, result, revert = _setup()
     inputs = models.random_inputs(fp, seed=1)
     made = _fixed_times(monkeypatch, {"conv1": 10.0, "conv2": 10.0}, {"conv1": 5.0, "conv2": 20.0},
-                        [20.0, 24.0, 17.0])
-    monkeypatch.setattr(_Profiler, "reset", lambda self: setattr(self, "again", True))
-    monkeypatch.setattr(_Profiler, "total_us",
-                        lambda self: 14.0 if self.index == 1 and getattr(self, "again", False)
-                        else [20.0, 24.0, 17.0][self.index])
+                        [20.0, 24.0, 17.0], after_reset={1: 14.0})
     out, check = check_layer_speed(fp, q, group_ops(q, result), inputs, revert, budget_s=0.0)
     assert len(made) == 3 and check.skipped
     assert check.reverted == [] and out is q
