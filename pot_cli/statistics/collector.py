@@ -355,6 +355,9 @@ def fake_quantize_in_float(model: ov.Model):
     for inp, value in zip(folded, values):
         inp.replace_source_output(ops.constant(value).output(0))
     swaps: list[tuple[ov.Output, list[ov.Input]]] = []  # each FakeQuantize output and its consumers
+    # the added ops' last nodes: they hold the rest alive until ``entries`` are detached (an
+    # ov.Input does not own its node; without them the detach below read freed nodes: segfault)
+    added: list[ov.Node] = []
     entries: list[ov.Input] = []  # inputs of the added ops that read nodes of ``model``
     for fq in [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]:
         targets = list(fq.output(0).get_target_inputs())
@@ -382,6 +385,7 @@ def fake_quantize_in_float(model: ov.Model):
         for t in targets:
             t.replace_source_output(y.output(0))
         swaps.append((fq.output(0), targets))
+        added.append(y)
     try:
         yield
     finally:
@@ -390,6 +394,7 @@ def fake_quantize_in_float(model: ov.Model):
                 t.replace_source_output(fq_out)
         for inp in entries:
             inp.get_source_output().remove_target_input(inp)
+        del added
         for inp, source in zip(folded, originals):
             inp.replace_source_output(source)
 
