@@ -10,6 +10,10 @@ sorted, in the form ``<source>: <key.path>: <problem>; expected <allowed>``:
    keys, with a did-you-mean hint);
 2. checks the schema cannot express: files exist, engine type and its required keys, levels.
 
+A ``range_estimator`` at the top of an algorithm's ``params`` (POT's global default) is merged
+into ``activations.range_estimator`` and ``weights.range_estimator`` here, key by key under their
+own (:func:`merge_range_estimators`), so the typed params carry it only as ordinary overrides.
+
 Path resolution: ``model.model``, ``model.weights``, ``engine.config`` and ``engine.data_source``
 have ``~`` expanded; a relative path is taken relative to the current working directory when it
 exists there (for a glob: when it matches something there), otherwise relative to the directory
@@ -483,8 +487,11 @@ class _Builder:
                 operations=tuple(IgnoredOperation(type=op["type"],
                                                   attributes=freeze(op.get("attributes", {})))
                                  for op in p["ignored"].get("operations", ())))
-        kw["weights"] = self.overrides(p.get("weights"), path + ["params", "weights"])
-        kw["activations"] = self.overrides(p.get("activations"), path + ["params", "activations"])
+        top = p.get("range_estimator")
+        kw["range_estimator"] = _range_estimator(top)
+        for tensor in ("weights", "activations"):
+            kw[tensor] = self.overrides(_with_top_range_estimator(p.get(tensor), top, tensor),
+                                        path + ["params", tensor])
         kw["metrics"] = tuple(MetricSpec(name=m["name"], baseline_value=_opt_float(
             m.get("baseline_value"))) for m in p.get("metrics", ()))
         kw.update(_compression_fields(compression))
@@ -514,6 +521,46 @@ def _statistic(s: Mapping | None) -> StatisticSpec | None:
                          outlier_prob=_opt_float(s.get("outlier_prob")),
                          clipping_value=_opt_float(s.get("clipping_value")),
                          granularity=s.get("granularity"))
+
+
+def merge_range_estimators(top: Mapping | None, own: Mapping | None,
+                           tensor: str) -> Mapping | None:
+    """The ``range_estimator`` one quantizer uses: its own, completed from the top-level one.
+
+    Key by key, the quantizer's own wins: ``preset`` is its own if given, else the top-level
+    one; ``min`` and ``max`` are each merged field by field, its own fields over the top-level
+    ones. For ``weights`` the top-level ``aggregator`` (an activations-only key) is dropped, and a
+    top-level ``min``/``max`` left empty by that is omitted.
+
+    :param top: ``params.range_estimator`` (schema-valid), or ``None``.
+    :param own: ``params.<tensor>.range_estimator``, or ``None``.
+    :param tensor: ``"activations"`` or ``"weights"``.
+    :return: the merged mapping (a new dict; inputs untouched), ``own`` when there is no
+        top-level estimator, or ``None`` when neither gives anything.
+    """
+    if top is None:
+        return own
+    merged: dict[str, Any] = {}
+    if "preset" in top:
+        merged["preset"] = top["preset"]
+    for side in ("min", "max"):
+        spec = {k: v for k, v in top.get(side, {}).items()
+                if not (tensor == "weights" and k == "aggregator")}
+        if spec:
+            merged[side] = spec
+    for key, value in (own or {}).items():
+        merged[key] = {**merged.get(key, {}), **value} if key in ("min", "max") else value
+    return merged or None
+
+
+def _with_top_range_estimator(q: Mapping | None, top: Mapping | None,
+                              tensor: str) -> Mapping | None:
+    """``params.<tensor>`` with the top-level ``range_estimator`` merged in (see
+    :func:`merge_range_estimators`); a missing section becomes one holding only the estimator."""
+    merged = merge_range_estimators(top, (q or {}).get("range_estimator"), tensor)
+    if merged is None:
+        return q
+    return {**(q or {}), "range_estimator": merged}
 
 
 def _range_estimator(r: Mapping | None) -> RangeEstimator | None:

@@ -145,7 +145,7 @@ class StatisticSpec:
 
 @dataclass(frozen=True)
 class RangeEstimator:
-    """The ``range_estimator`` of a quantizer override.
+    """A ``range_estimator``: of a quantizer override, or the top-level one of ``params``.
 
     :param preset: ``default`` (min/max) or ``quantile`` for both borders; ``None`` if not given.
     :param min: estimator of the low border, or ``None``.
@@ -242,6 +242,24 @@ class QuantizationParams:
     ``quantize_recurrent`` (not a POT or NNCF key: neither had a switch, both quantized
     LSTMSequence/GRUSequence where the hardware config lists them) opts in to quantizing
     recurrent ops; by default they stay in floating point.
+
+    ``range_estimator`` at the top of ``params`` (POT allowed it there as a global default) is
+    already merged into ``activations`` and ``weights`` by the loader, so an algorithm reads only
+    ``activations.range_estimator`` and ``weights.range_estimator``; the field keeps what was
+    written, for the record. The merge, per quantizer (activations, then weights separately):
+
+    - no top-level ``range_estimator``: the quantizer's own, unchanged;
+    - the quantizer has no ``range_estimator`` (or no ``activations``/``weights`` section at
+      all): it gets the top-level one (an override with only ``range_estimator`` set, every other
+      field ``None``);
+    - both: key by key, the quantizer's own wins: its ``preset`` if given, else the top-level
+      ``preset``; ``min`` and ``max`` each merged field by field (``type``, ``aggregator``,
+      ``outlier_prob``, ``clipping_value``, ``granularity``): the quantizer's field if given, else
+      the top-level one. (POT's ``get_range_estimator_config`` instead ignored the top-level
+      estimator entirely once the quantizer had its own; the results differ only when both
+      are given.)
+    - for weights the top-level ``aggregator`` (activations only) is dropped; a top-level
+      ``min``/``max`` left empty by that is omitted, and nothing left at all means no override.
     """
 
     preset: Preset = "performance"
@@ -260,6 +278,7 @@ class QuantizationParams:
     ignored: IgnoredScope = field(default_factory=IgnoredScope)
     weights: QuantizerOverrides | None = None
     activations: QuantizerOverrides | None = None
+    range_estimator: RangeEstimator | None = None
     # copied from the compression section
     target_device: TargetDevice = "ANY"
     model_type: Literal["transformer"] | None = None

@@ -167,7 +167,8 @@ def test_unknown_key_with_did_you_mean(ir):
     assert str(err) == (
         "<command line>: compression.algorithms[0].params.presett: unknown key (did you mean "
         "'preset'?); expected one of: activations, apply_for_all_nodes, dump_intermediate_model, "
-        "ignored, inplace_statistics, model_type, preset, quantize_recurrent, saturation_fix, seed, "
+        "ignored, inplace_statistics, model_type, preset, quantize_recurrent, range_estimator, "
+        "saturation_fix, seed, "
         "shuffle_data, smooth_quant_alpha, speed_check, stat_batch_size, stat_subset_size, target_device, threshold, "
         "use_fast_bias, use_layerwise_tuning, weights")
 
