@@ -14,7 +14,7 @@ from pot_cli.config import QuantizationParams
 from pot_cli.graph.model import is_constant_subgraph
 from pot_cli.graph.patterns import find_se_blocks
 
-from test_placement import F32, consumers, fqs, op, quantize, run, source
+from test_placement import F32, _cpu_has_vnni, consumers, fqs, op, quantize, run, source
 
 
 def _maxpool(y, name):
@@ -222,6 +222,19 @@ def attention_model(seq: int = 16, heads: int = 2, head_dim: int = 8) -> ov.Mode
     return _model([linear(merged, "out")], [x], "attention_block")
 
 
+#: the attention tests compile with 2 threads: the CPU plugin fuses an attention into one Snippets
+#: ``Subgraph`` only when batch x heads (here 2), or a split of its 16 query rows, gives every thread
+#: work, so with more threads per stream (a large server) the form would depend on the machine size
+ATTENTION_THREADS = {"INFERENCE_NUM_THREADS": 2}
+
+
+def fused_attention(runtime_ops, name: str = "sdpa") -> list:
+    """The runtime ``Subgraph`` nodes that execute the attention op ``name`` as a whole (the CPU
+    plugin's Snippets MHA: Q.K^T, scale, Softmax and .V in one kernel)."""
+    return [o for o in runtime_ops if o.get_rt_info()["layerType"].astype(str) == "Subgraph"
+            and name in o.get_rt_info()["originalLayersNames"].astype(str).split(",")]
+
+
 def test_attention_query_and_key_get_symmetric_quantizers_and_qk_runs_in_int8():
     model = attention_model()
     ref_in = models.random_inputs(model, seed=2)
@@ -237,11 +250,31 @@ def test_attention_query_and_key_get_symmetric_quantizers_and_qk_runs_in_int8():
         assert fq.get_attributes()["levels"] == 256
         assert lo < 0 < hi and abs(hi / lo) == pytest.approx(127 / 128, rel=1e-4)  # symmetric signed grid
     assert source(source(source(sdpa, 2), 0), 0).get_friendly_name() == "value/bias"
-    compiled = ov.Core().compile_model(model, "CPU")
-    int8_products = [o for o in compiled.get_runtime_model().get_ops()
-                     if o.get_rt_info()["layerType"].astype(str) == "MatMul"
-                     and o.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")]
-    assert int8_products, "the CPU plugin runs Q.K^T in INT8"
+    compiled = ov.Core().compile_model(model, "CPU", ATTENTION_THREADS)
+    runtime = compiled.get_runtime_model().get_ops()
+    if _cpu_has_vnni():
+        # VNNI/AMX CPUs: the plugin's Snippets MHA takes an i8 Q.K^T only with an INT8 brgemm (VNNI or
+        # AMX), and then runs the decomposed attention (Q.K^T, scale, Softmax, .V and the output
+        # FakeQuantize) as one Subgraph whose Q.K^T reads the i8 query and key
+        fused = fused_attention(runtime)
+        assert len(fused) == 1, "the CPU plugin runs the INT8 attention as one Snippets Subgraph"
+        assert fused[0].get_rt_info()["runtimePrecision"].astype(str) == "i8"
+        assert not [o for o in runtime if o.get_rt_info()["layerType"].astype(str) in ("MatMul", "Softmax")]
+
+        def branch(port):  # the projection a Subgraph input comes from, through layout ops
+            node = fused[0].input_value(port).get_node()
+            while node.get_rt_info()["layerType"].astype(str) in ("Reshape", "Transpose"):
+                node = node.input_value(0).get_node()
+            return node.get_friendly_name().split("/")[0]
+
+        precision = {branch(p): fused[0].get_input_element_type(p) for p in range(fused[0].get_input_size())}
+        assert precision["query"] == precision["key"] == ov.Type.i8, "the CPU plugin runs Q.K^T in INT8"
+        assert not precision["value"].is_integral()
+    else:  # AVX2: the decomposed Q.K^T is a MatMul of its own
+        int8_products = [o for o in runtime
+                         if o.get_rt_info()["layerType"].astype(str) == "MatMul"
+                         and o.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8")]
+        assert int8_products, "the CPU plugin runs Q.K^T in INT8"
     out = run(model, ref_in)
     cos = float(np.dot(out.ravel(), ref.ravel()) / np.linalg.norm(out) / np.linalg.norm(ref))
     assert cos > 0.96  # 0.9727, the same as with the attention left in float (random weights, 4 samples)

@@ -20,7 +20,7 @@ from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
 from pot_cli.algorithms.speed_check import _aliases, _Profiler, check_layer_speed, layer_category
 from pot_cli.graph.model import is_constant_subgraph
 
-from test_placement import fqs, quantize
+from test_placement import _cpu_has_vnni, fqs, quantize
 
 
 def _setup(build=models.conv_chain):
@@ -63,19 +63,35 @@ def test_group_times_attribute_runtime_nodes_to_each_quantized_layer(build, name
 
 def test_a_decomposed_attention_is_timed_as_its_attention_group():
     """The CPU plugin runs a quantized ScaledDotProductAttention as nodes it creates (Q.K^T MatMul,
-    mask Add, Softmax) plus a MatMul named after the op: all of them are the attention's time."""
-    from test_propagation import attention_model
+    mask Add, Softmax) plus a MatMul named after the op: all of them are the attention's time.
+    On a VNNI/AMX CPU it fuses them into one Snippets Subgraph, named after the FakeQuantize at its
+    end, with the op among its original layers; the nodes it creates in front of that Subgraph (a
+    Transpose of the key) are the attention's time too."""
+    from test_propagation import ATTENTION_THREADS, attention_model, fused_attention
     fp, q, result, _ = _setup(attention_model)
     groups = group_ops(q, result)
     assert layer_category(groups["sdpa"]) == "attention"
-    prof = _Profiler(ov.Core(), q, models.random_inputs(fp, seed=1), "CPU")
+    core = ov.Core()
+    core.set_property("CPU", ATTENTION_THREADS)
+    prof = _Profiler(core, q, models.random_inputs(fp, seed=1), "CPU")
     prof.run(20)
     times = prof.group_times(_aliases(groups), frozenset({"sdpa"}))
     runtime = prof.compiled.get_runtime_model().get_ops()
-    created = [o.get_friendly_name() for o in runtime
-               if o.get_rt_info()["layerType"].astype(str) in ("MatMul", "Softmax")
-               and "sdpa" not in o.get_rt_info()["originalLayersNames"].astype(str)]
-    assert created, "the attention is decomposed into plugin-created nodes"
+    if _cpu_has_vnni():
+        fused = fused_attention(runtime)
+        assert len(fused) == 1, "the INT8 attention runs as one Snippets Subgraph"
+        assert not [o for o in runtime if o.get_rt_info()["layerType"].astype(str) in ("MatMul", "Softmax")]
+        # the nodes the plugin created in front of it (the key's Transpose for Q.K^T)
+        ir_names = {o.get_friendly_name() for o in q.get_ops()}
+        feeding = [i.get_source_output().get_node() for i in fused[0].inputs()]
+        created = [o.get_friendly_name() for o in feeding
+                   if o.get_rt_info()["layerType"].astype(str) not in ("Const", "Reorder", "Convert")
+                   and not set(o.get_rt_info()["originalLayersNames"].astype(str).split(",")) & ir_names]
+    else:
+        created = [o.get_friendly_name() for o in runtime
+                   if o.get_rt_info()["layerType"].astype(str) in ("MatMul", "Softmax")
+                   and "sdpa" not in o.get_rt_info()["originalLayersNames"].astype(str)]
+        assert created, "the attention is decomposed into plugin-created nodes"
     node_us = prof.node_us()
     own = [o.get_friendly_name() for o in runtime if "sdpa" in o.get_rt_info()["originalLayersNames"].astype(str)]
     assert times["sdpa"] >= sum(node_us.get(n, 0.0) for n in created + own) - 1e-6
