@@ -274,7 +274,7 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
 
     from pot_cli.config import validate_config
     from pot_cli.graph.model import check_output_dir
-    from pot_cli.pipeline import RunOptions, create_run_dir, run_quantization
+    from pot_cli.client import RunOptions, create_run_dir, quantize as run_pipeline
 
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
                                       target_device.upper() if target_device else None, ac_config, max_drop,
@@ -295,7 +295,7 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
         from pot_cli.errors import OutputError
         raise OutputError(f"{run_dir}: cannot create the output folder: {e.strerror or e}") from e
     log.info("pot %s: quantizing %s (target_device %s)", __version__, cfg.model.model, cfg.compression.target_device)
-    result = run_quantization(cfg, options, run_dir)
+    result = run_pipeline(cfg, options, run_dir)
     if result.evaluation is not None:
         for metric, value in result.evaluation["metrics"].items():
             click.echo(f"{metric}: {value:.6f}")

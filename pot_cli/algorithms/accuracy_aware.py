@@ -48,7 +48,7 @@ from pot_cli.algorithms.min_max import MinMaxSettings, carries_quantized
 from pot_cli.config.model import QuantizationParams
 from pot_cli.engines.evaluator import Evaluation, Evaluator
 from pot_cli.engines.metrics import Metric
-from pot_cli.errors import ConfigError
+from pot_cli.errors import ConfigError, NotSupportedError
 from pot_cli.graph.model import is_constant_subgraph
 from pot_cli.statistics.collector import StatisticRequest, Statistics
 
@@ -94,9 +94,17 @@ class AccuracyAwareResult:
     report: dict
 
 
-def _nmse(y: np.ndarray, ref: np.ndarray) -> float:
+def _flat(output) -> np.ndarray:
+    """One sample's output as a float64 vector: an array, or every array of a
+    ``{output name: array}`` dict (the API engine's outputs) one after the other."""
+    if isinstance(output, dict):
+        return np.concatenate([np.asarray(v, np.float64).ravel() for v in output.values()])
+    return np.asarray(output, np.float64).ravel()
+
+
+def _nmse(y, ref) -> float:
     """``sum (y - ref)^2 / sum ref^2`` over one sample's output (0 for identical outputs)."""
-    y, ref = np.asarray(y, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    y, ref = _flat(y), _flat(ref)
     return float(np.sum((y - ref) ** 2) / max(float(np.sum(ref * ref)), 1e-12))
 
 
@@ -326,7 +334,9 @@ class AccuracyAwareQuantization:
         q = variant.evaluation
         pos = {i: k for k, i in enumerate(q.indices)}
         q_ps = np.array([q.per_sample[metric.name][pos[i]] for i in idx])
-        degradation = np.array([metric.drop(f, v) for f, v in zip(self._fp_per_sample[metric.name], q_ps)])
+        # NaN where the metric gives no per-sample value (then only the output distance ranks)
+        degradation = np.nan_to_num(np.array([metric.drop(f, v) for f, v in
+                                              zip(self._fp_per_sample[metric.name], q_ps)], dtype=np.float64))
         distance = np.array([_nmse(variant.outputs[i], self._fp_outputs[i]) for i in idx])
         order = np.lexsort((-distance, -degradation))  # most degraded first, then farthest from FP32
         size = min(self.params.ranking_subset_size, len(idx))
@@ -338,13 +348,12 @@ class AccuracyAwareQuantization:
         if not candidates:
             return []
         subset = self._ranking_subset(current, metric)
-        annotations = self._ev.annotations
         t = time.perf_counter()
         rows, best = [], None
         for g in candidates:
             cand = self._child(current, g)
             outputs = self._infer(cand, subset, self._ev)
-            value = metric.aggregate([metric.per_sample(outputs[i], annotations[i]) for i in subset])
+            value = self._ev.score(outputs, subset).metrics[metric.name]
             distance = float(np.mean([_nmse(outputs[i], self._fp_outputs[i]) for i in subset]))
             rows.append({"layer": g, "type": self._types.get(g, ""), metric.name: value, "distance": distance})
             key = (value if metric.higher_better else -value, -distance)
@@ -388,6 +397,9 @@ class AccuracyAwareQuantization:
         self._eval_indices = list(range(n))
         self._ev = ev
         if p.annotation_free:
+            if not getattr(ev, "supports_annotation_free", True):
+                raise NotSupportedError(f"{type(ev).__name__}: annotation_free needs the accuracy_checker engine; "
+                                        "expected annotation_free: false with an API engine")
             self._annotation_free()
         fp_eval = self._ev.score(self._fp_outputs, self._diff_indices)
         self._fp_per_sample = {m.name: fp_eval.per_sample[m.name] for m in self.metrics}

@@ -122,6 +122,11 @@ class Evaluator:
         names = ", ".join(sorted(n for o in compiled.outputs for n in o.get_names())) or "(unnamed)"
         raise EngineError(f"adapter output_blob '{self.output}': the model has no such output; expected one of: {names}")
 
+    @staticmethod
+    def _read_output(request: ov.InferRequest, k: int):
+        """A copy of the output the metrics read (``k``: its index)."""
+        return np.array(request.get_output_tensor(k).data, copy=True)
+
     def _samples(self, indices: Sequence[int]) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
         missing = [i for i in indices if i not in self._cache]
         for i in indices:
@@ -154,7 +159,7 @@ class Evaluator:
 
         def on_done(request: ov.InferRequest, index: int) -> None:
             try:
-                value = np.array(request.get_output_tensor(k).data, copy=True)
+                value = self._read_output(request, k)
             except Exception as e:  # reported after wait_all
                 errors.append(str(e) or type(e).__name__)
                 return

@@ -18,7 +18,7 @@ def build_report(config, options, result, xml: Path, samples_used: int, samples_
     channels, observed), ``bias_correction`` (layer, applied, max_shift, magnitude), ``summary``.
 
     :param config: the validated :class:`pot_cli.config.PotConfig`.
-    :param options: the :class:`pot_cli.pipeline.RunOptions`.
+    :param options: the :class:`pot_cli.client.RunOptions`.
     :param result: the algorithm's result records.
     :param xml: where the IR will be written.
     :param samples_used: calibration samples actually run.
@@ -49,6 +49,48 @@ def build_report(config, options, result, xml: Path, samples_used: int, samples_
         "quantizers": rows,
         "bias_correction": bias,
     }
+
+
+def build_run_report(config, options, state, xml: Path, version: str, skipped: list[str],
+                     evaluation: dict | None = None) -> dict:
+    """The report of a pipeline run: :func:`build_report` plus the sections of the steps that ran
+    (``channel_alignment``, ``smooth_quant``, ``unreached_branches``, ``state_only_layers``,
+    ``if_bodies``, ``accuracy_aware``, ``evaluation``, ``speed_check``).
+
+    :param state: the :class:`pot_cli.pipeline.RunState` of the run.
+    :param skipped: calibration files that could not be read.
+    :param evaluation: the ``-e`` section, if any.
+    """
+    report = build_report(config=config, options=options, result=state.result, xml=xml,
+                          samples_used=state.samples_used, samples_skipped=skipped, times=state.times, version=version)
+    summary = report["summary"]
+    if config.engine.type == "accuracy_checker":
+        report["input"]["ac_config"] = str(config.engine.ac_config) if config.engine.ac_config else "inline"
+    if state.alignment is not None:
+        report["channel_alignment"] = {"aligned_layers": len(state.alignment),
+                                       "pairs": [dataclasses.asdict(r) for r in state.alignment]}
+        summary["aligned_layers"] = len(state.alignment)
+    if state.smoothing is not None and not state.unquantized:
+        alpha = state.smooth_quant_alpha
+        report["smooth_quant"] = {"alpha": "per tensor" if alpha is None else alpha,
+                                  "tensors": [dataclasses.asdict(r) for r in state.smoothing]}
+    report["unreached_branches"] = [dataclasses.asdict(b) for b in state.unreached]
+    # layers left in float because their input reads only a model state (stateful models)
+    report["state_only_layers"] = list(state.state_only)
+    report["if_bodies"] = [b.report() for b in state.bodies]
+    summary["quantized_if_bodies"] = len(state.bodies)
+    summary["unreached_branches"] = len(state.unreached)
+    aa = state.accuracy_aware
+    if aa is not None:
+        report["accuracy_aware"] = aa.report
+        summary["target_met"] = aa.target_met
+        summary["reverted_layers"] = list(aa.reverted)
+    if evaluation is not None:
+        report["evaluation"] = evaluation
+    if state.speed_check is not None:
+        report["speed_check"] = state.speed_check
+        summary["kept_in_float_for_speed"] = len(state.speed_check.get("reverted", ()))
+    return report
 
 
 def dump_report(report: dict) -> str:

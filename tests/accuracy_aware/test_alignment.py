@@ -15,7 +15,7 @@ from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment
 from pot_cli.algorithms.default import DefaultQuantization
 from pot_cli.config import QuantizationParams, load_hardware_config
 from pot_cli.graph.model import is_constant_subgraph
-from pot_cli.pipeline import create_min_max_settings
+from pot_cli.algorithms.settings import create_min_max_settings
 from pot_cli.statistics.collector import collect_statistics
 
 

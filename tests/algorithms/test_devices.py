@@ -10,7 +10,7 @@ import models
 from pot_cli.algorithms.default import DefaultQuantization
 from pot_cli.config import load_hardware_config
 from pot_cli.config.model import QuantizationParams
-from pot_cli.pipeline import create_min_max_settings
+from pot_cli.algorithms.settings import create_min_max_settings
 from pot_cli.statistics.collector import collect_statistics
 
 DEVICES = ["ANY", "CPU", "CPU_SPR", "GPU", "NPU", "VPU", "GNA", "GNA3", "GNA3.5"]

@@ -29,7 +29,7 @@ from pot_cli.algorithms.fake_quantize import compute_activation_params, fake_qua
 from pot_cli.config import QuantizationParams, load_hardware_config
 from pot_cli.config.model import QuantizerOverrides, RangeEstimator, StatisticSpec
 from pot_cli.errors import ConfigError, NotSupportedError
-from pot_cli.pipeline import create_min_max_settings
+from pot_cli.algorithms.settings import create_min_max_settings
 from pot_cli.statistics.collector import Reduction, StatisticRequest, collect_statistics
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -16,7 +16,7 @@ from pot_cli.algorithms.default import DefaultQuantization
 from pot_cli.cli import main
 from pot_cli.config import QuantizationParams, load_hardware_config, validate_config
 from pot_cli.errors import ConfigError
-from pot_cli.pipeline import create_min_max_settings
+from pot_cli.algorithms.settings import create_min_max_settings
 from pot_cli.statistics.collector import collect_statistics
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -12,7 +12,7 @@ import models
 from pot_cli.algorithms.min_max import MinMaxQuantization
 from pot_cli.algorithms.smooth_quant import SmoothQuant
 from pot_cli.config import QuantizationParams, load_hardware_config
-from pot_cli.pipeline import create_min_max_settings
+from pot_cli.algorithms.settings import create_min_max_settings
 from pot_cli.statistics.collector import capture_outputs, collect_statistics
 from reliability.helpers import pot
 

@@ -108,7 +108,7 @@ def test_a_range_behind_an_if_covers_the_samples_of_each_branch():
     output cosine 0.855); each branch's samples are aggregated apart and the range covers both."""
     from pot_cli.algorithms.default import DefaultQuantization
     from pot_cli.config import QuantizationParams, load_hardware_config
-    from pot_cli.pipeline import create_min_max_settings
+    from pot_cli.algorithms.settings import create_min_max_settings
 
     x = models.param("x", [1, 4])
     mean = ops.reduce_mean(x, ops.constant(np.array([0, 1], dtype=np.int64)), False)
@@ -180,7 +180,7 @@ def _quantize_bodies(model, samples):
     from pot_cli.algorithms.default import DefaultQuantization
     from pot_cli.algorithms.if_bodies import quantize_if_bodies
     from pot_cli.config import QuantizationParams, load_hardware_config
-    from pot_cli.pipeline import create_min_max_settings
+    from pot_cli.algorithms.settings import create_min_max_settings
 
     settings = create_min_max_settings(QuantizationParams(preset="mixed"), load_hardware_config("ANY"))
     return quantize_if_bodies(model, enumerate(samples), lambda body, collect: DefaultQuantization(settings))

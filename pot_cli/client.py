@@ -1,0 +1,177 @@
+"""The ``pot`` command as a client of the API: model, engine, ``create_pipeline``, save, report.
+
+``pot -c config.json`` goes :func:`quantize` -> :func:`pot_cli.api.load_model`, an engine for
+``engine.type`` (:mod:`pot_cli.engines.cli_engines`) -> ``create_pipeline(
+config.compression.algorithms, engine).run(model)`` -> the IR and ``report.json`` written
+together, atomically.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pot_cli import __version__
+from pot_cli.algorithms.registry import create_algorithms
+from pot_cli.api.model import CompressedModel, load_model
+from pot_cli.config import PotConfig
+from pot_cli.errors import UsageError
+from pot_cli.graph.model import save_model_atomic
+from pot_cli.pipeline import Pipeline, create_pipeline
+from pot_cli.report.report import build_run_report, dump_report
+
+log = logging.getLogger("pot")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line options that are not part of the POT config.
+
+    :param output_dir: ``--output-dir``.
+    :param direct_dump: ``-d``: write into ``output_dir/optimized`` without the run sub-folders.
+    :param keep_uncompressed_weights: keep float weights behind FakeQuantize.
+    :param progress_bar: show a tqdm bar for statistics collection.
+    :param stream_output: print progress as separate lines (for log collectors).
+    :param evaluate: ``-e``: evaluate the output model on the whole evaluation dataset.
+    :param allow_quantized: ``--allow-quantized``: accept a model that is already (partly)
+        quantized; its quantized layers are left as they are.
+    """
+
+    output_dir: Path = Path("results")
+    direct_dump: bool = False
+    keep_uncompressed_weights: bool = False
+    progress_bar: bool = False
+    stream_output: bool = False
+    evaluate: bool = False
+    allow_quantized: bool = False
+
+
+@dataclass
+class RunResult:
+    """Paths written and the report dictionary.
+
+    :param target_met: False when AccuracyAwareQuantization could not reach ``maximal_drop``
+        (the best model found was written).
+    :param evaluation: ``-e``: the ``evaluation`` section of the report (``metrics`` etc.).
+    """
+
+    xml: Path
+    bin: Path
+    report_path: Path
+    report: dict = field(default_factory=dict)
+    target_met: bool = True
+    evaluation: dict | None = None
+
+
+def create_run_dir(options: RunOptions, model_name: str, algorithm: str, now: datetime | None = None) -> Path:
+    """The folder of this run: ``<output_dir>/<model>_<algorithm>/<YYYY-MM-DD_HH-MM-SS>`` as the
+    original POT, or ``<output_dir>`` with ``-d``. Not created here.
+
+    A second run in the same second gets a ``_1``, ``_2``... suffix instead of reusing the folder.
+    """
+    if options.direct_dump:
+        return Path(options.output_dir)
+    stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    base = Path(options.output_dir) / f"{model_name}_{algorithm}"
+    run = base / stamp
+    k = 1
+    while run.exists():
+        run = base / f"{stamp}_{k}"
+        k += 1
+    return run
+
+
+def create_engine(config: PotConfig, model: CompressedModel, options: RunOptions):
+    """The engine of ``config.engine`` for ``model``, with the CLI's progress display.
+
+    :raises UsageError: ``-e`` without annotated data.
+    :raises ConfigError: the data or Accuracy Checker config does not fit.
+    """
+    from pot_cli.engines.cli_engines import create_ac_engine, create_simplified_engine
+
+    if config.engine.type != "accuracy_checker":
+        if options.evaluate:
+            raise UsageError(f"{config.source}: -e/--evaluate needs annotated data and metrics: engine type "
+                             "'accuracy_checker' with an Accuracy Checker config (--ac-config or engine.config)")
+        engine = create_simplified_engine(config.engine, model.model)
+    else:
+        engine = create_ac_engine(config.engine, config.source, model.model)
+        accuracy_aware = any(a.name == "AccuracyAwareQuantization" for a in config.compression.algorithms)
+        if accuracy_aware or options.evaluate:
+            engine.ac.require_metrics("AccuracyAwareQuantization" if accuracy_aware else "-e/--evaluate")
+        ac = engine.ac
+        log.info("Accuracy Checker engine: %s; calibration on '%s' (%d samples), evaluation on '%s' (%d samples)",
+                 ac.source, ac.optimization.name, len(ac.optimization), ac.evaluation.name, len(ac.evaluation))
+    engine.progress = "stream" if options.stream_output else "bar" if options.progress_bar else None
+    return engine
+
+
+def _evaluate(pipeline: Pipeline, model: CompressedModel, options: RunOptions) -> dict | None:
+    """``-e``: the evaluation section (AccuracyAwareQuantization's own when it evaluated the whole set)."""
+    if not options.evaluate:
+        return None
+    t = time.perf_counter()
+    state, engine = pipeline.state, pipeline.engine
+    aa = state.accuracy_aware
+    annotation_free = any(a.params.annotation_free for a in pipeline.algo_seq if a.name == "AccuracyAwareQuantization")
+    evaluation = aa.evaluation if aa is not None and not annotation_free else engine.evaluator().evaluate(model.model)
+    dataset = engine.ac.evaluation
+    section = {"dataset": dataset.name, "samples": len(evaluation.indices), "metrics": dict(evaluation.metrics),
+               "time_s": round(evaluation.time_s, 3)}
+    state.timed("evaluation_s", t)
+    log.info("Evaluation of the output model on '%s' (%d samples): %s", section["dataset"], section["samples"],
+             ", ".join(f"{k} {v:.6g}" for k, v in section["metrics"].items()))
+    return section
+
+
+def quantize(config: PotConfig, options: RunOptions, run_dir: Path) -> RunResult:
+    """Quantize ``config.model`` and write ``<run_dir>/optimized/<model_name>.xml|.bin|report.json``.
+
+    :return: the written paths, the report, whether the accuracy target was met and, with
+        ``options.evaluate``, the evaluation.
+    :raises PotError: any user-facing failure (config, model, data, engine, output).
+    """
+    t0 = time.perf_counter()
+    model = load_model({"model_name": config.model.model_name, "model": config.model.model,
+                        "weights": config.model.weights, "allow_quantized": options.allow_quantized})
+    load_s = time.perf_counter() - t0
+    for algo in create_algorithms(config.compression.algorithms, None, config.source):
+        algo.check(model.model)  # ignored scope names, before any data is read
+    t = time.perf_counter()
+    engine = create_engine(config, model, options)
+    pipeline = create_pipeline(config.compression.algorithms, engine, source=config.source,
+                               keep_uncompressed_weights=options.keep_uncompressed_weights)
+    pipeline.checked = True
+    pipeline.times.update(load_model_s=load_s, data_source_s=time.perf_counter() - t)
+    model = pipeline.run(model)
+    evaluation = _evaluate(pipeline, model, options)
+    return _save(config, options, run_dir, pipeline, model, evaluation, t0)
+
+
+def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipeline, model: CompressedModel,
+          evaluation: dict | None, t0: float) -> RunResult:
+    """Write the IR and ``report.json`` together, atomically."""
+    t = time.perf_counter()
+    state = pipeline.state
+    target = Path(run_dir) / "optimized"
+    name = config.model.model_name
+    report = build_run_report(config, options, state, target / f"{name}.xml", __version__,
+                              skipped=[str(p) for p in getattr(pipeline.engine, "skipped", [])], evaluation=evaluation)
+    state.timed("report_s", t)
+
+    def report_files(save_seconds: float) -> dict[str, str]:
+        report["time_s"].update(report_s=state.times["report_s"], save_s=save_seconds,
+                                total_s=time.perf_counter() - t0)
+        return {"report.json": dump_report(report)}
+
+    xml = save_model_atomic(model.model, target, name, extra_files=report_files)
+    if state.unquantized:
+        log.info("Model written unquantized (INT8 was not faster on %s; see report.json speed_check) to %s",
+                 config.compression.target_device, xml)
+    else:
+        log.info("Quantized model written to %s", xml)
+    aa = state.accuracy_aware
+    return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
+                     target_met=aa is None or aa.target_met, evaluation=evaluation)
