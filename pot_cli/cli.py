@@ -231,50 +231,75 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights,
          allow_quantized=False, layout=None):
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
-    saved = (log.level, log.propagate, list(log.handlers))  # restored on return (in-process callers)
-    _setup_console_logging(log_level)
-    previous_sigterm = _handle_sigterm()
-    try:
-        code = _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop,
-                    evaluate, target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-                    keep_uncompressed_weights, allow_quantized, layout)
-    except PotError as e:
-        if log_level == "DEBUG":
-            traceback.print_exc()
-        log.error(e.format_message())
-        code = e.exit_code
-    except KeyboardInterrupt as e:
-        log.error("%s; no output written", "terminated" if isinstance(e, Terminated) else "interrupted")
-        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-    except Exception as e:  # a bug: say so in one line, trace only on request
-        if log_level == "DEBUG":
-            traceback.print_exc()
-        log.error("internal error: %s: %s (rerun with --log-level DEBUG for the traceback)", type(e).__name__, e)
-        code = 1
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+    from pot_cli.client import create_model_and_pipeline, finish
+
+    with _session(log_level) as session:
+        cfg, options, run_dir = _prepare(config, quantize, preset, model, weights, name, engine, data_source,
+                                         ac_config, max_drop, evaluate, target_device, output_dir, direct_dump,
+                                         log_level, progress_bar, stream_output, keep_uncompressed_weights,
+                                         allow_quantized, layout)
+        model, pipeline = create_model_and_pipeline(cfg, options)
+        model = pipeline.run(model)
+        session.code = _report(finish(cfg, options, run_dir, pipeline, model))
+    sys.exit(session.code)
+
+
+class _session:
+    """The command's frame: console logging (restored on exit, for in-process callers), SIGTERM
+    handled like Ctrl-C, and every failure turned into one log line and an exit code in
+    :attr:`code` (a traceback only with ``--log-level DEBUG``)."""
+
+    def __init__(self, log_level: str):
+        self.log_level = log_level
+        self.code = 0
+
+    def __enter__(self) -> "_session":
+        self.saved = (log.level, log.propagate, list(log.handlers))
+        _setup_console_logging(self.log_level)
+        self.previous_sigterm = _handle_sigterm()
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if isinstance(error, PotError):
+            if self.log_level == "DEBUG":
+                traceback.print_exception(kind, error, tb)
+            log.error(error.format_message())
+            self.code = error.exit_code
+        elif isinstance(error, KeyboardInterrupt):
+            log.error("%s; no output written", "terminated" if isinstance(error, Terminated) else "interrupted")
+            self.code = EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
+        elif isinstance(error, Exception):  # a bug: say so in one line, trace only on request
+            if self.log_level == "DEBUG":
+                traceback.print_exception(kind, error, tb)
+            log.error("internal error: %s: %s (rerun with --log-level DEBUG for the traceback)", kind.__name__, error)
+            self.code = 1
+        if self.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
         for h in list(log.handlers):
             h.flush()
             if isinstance(h, logging.FileHandler):
                 h.close()
             log.removeHandler(h)
-        log.setLevel(saved[0])
-        log.propagate = saved[1]
-        for h in saved[2]:
+        log.setLevel(self.saved[0])
+        log.propagate = self.saved[1]
+        for h in self.saved[2]:
             log.addHandler(h)
-    sys.exit(code)
+        return error is None or isinstance(error, Exception) or isinstance(error, KeyboardInterrupt)
 
 
-def _run(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
-         target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-         keep_uncompressed_weights, allow_quantized=False, layout=None) -> int:
+def _prepare(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
+             target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
+             keep_uncompressed_weights, allow_quantized=False, layout=None):
+    """The validated config, the run options and the run folder (with its ``log.txt`` open).
+
+    :raises PotError: bad flags or config, an output folder that cannot be written.
+    """
     if weights and not model and not config:
         raise UsageError("-w/--weights needs -m/--model")
 
+    from pot_cli.client import RunOptions, create_run_dir
     from pot_cli.config import validate_config
     from pot_cli.graph.model import check_output_dir
-    from pot_cli.client import RunOptions, create_run_dir, quantize as run_pipeline
 
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
                                       target_device.upper() if target_device else None, ac_config, max_drop,
@@ -295,7 +320,11 @@ def _run(config, quantize, preset, model, weights, name, engine, data_source, ac
         from pot_cli.errors import OutputError
         raise OutputError(f"{run_dir}: cannot create the output folder: {e.strerror or e}") from e
     log.info("pot %s: quantizing %s (target_device %s)", __version__, cfg.model.model, cfg.compression.target_device)
-    result = run_pipeline(cfg, options, run_dir)
+    return cfg, options, run_dir
+
+
+def _report(result) -> int:
+    """Print the evaluation and the output path; the exit code (3: the accuracy target was not met)."""
     if result.evaluation is not None:
         for metric, value in result.evaluation["metrics"].items():
             click.echo(f"{metric}: {value:.6f}")

@@ -1,9 +1,9 @@
 """The ``pot`` command as a client of the API: model, engine, ``create_pipeline``, save, report.
 
-``pot -c config.json`` goes :func:`quantize` -> :func:`pot_cli.api.load_model`, an engine for
-``engine.type`` (:mod:`pot_cli.engines.cli_engines`) -> ``create_pipeline(
-config.compression.algorithms, engine).run(model)`` -> the IR and ``report.json`` written
-together, atomically.
+``pot -c config.json``: :func:`create_model_and_pipeline` (:func:`pot_cli.api.load_model`, an
+engine for ``engine.type`` from :mod:`pot_cli.engines.cli_engines`, ``create_pipeline(
+config.compression.algorithms, engine)``), then ``pipeline.run(model)`` in the command itself,
+then :func:`finish` (``-e``, the IR and ``report.json`` written together, atomically).
 """
 from __future__ import annotations
 
@@ -126,32 +126,42 @@ def _evaluate(pipeline: Pipeline, model: CompressedModel, options: RunOptions) -
     return section
 
 
-def quantize(config: PotConfig, options: RunOptions, run_dir: Path) -> RunResult:
-    """Quantize ``config.model`` and write ``<run_dir>/optimized/<model_name>.xml|.bin|report.json``.
+def create_model_and_pipeline(config: PotConfig, options: RunOptions) -> tuple[CompressedModel, Pipeline]:
+    """The model and the pipeline of ``config.compression.algorithms`` on the config's engine.
 
-    :return: the written paths, the report, whether the accuracy target was met and, with
-        ``options.evaluate``, the evaluation.
-    :raises PotError: any user-facing failure (config, model, data, engine, output).
+    The ignored scopes are checked against the model before any data is read.
+
+    :raises PotError: the model cannot be read, the config does not fit it, the data cannot be read.
     """
     t0 = time.perf_counter()
     model = load_model({"model_name": config.model.model_name, "model": config.model.model,
                         "weights": config.model.weights, "allow_quantized": options.allow_quantized})
     load_s = time.perf_counter() - t0
     for algo in create_algorithms(config.compression.algorithms, None, config.source):
-        algo.check(model.model)  # ignored scope names, before any data is read
+        algo.check(model.model)
     t = time.perf_counter()
     engine = create_engine(config, model, options)
     pipeline = create_pipeline(config.compression.algorithms, engine, source=config.source,
                                keep_uncompressed_weights=options.keep_uncompressed_weights)
     pipeline.checked = True
     pipeline.times.update(load_model_s=load_s, data_source_s=time.perf_counter() - t)
-    model = pipeline.run(model)
+    return model, pipeline
+
+
+def finish(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipeline,
+           model: CompressedModel) -> RunResult:
+    """After :meth:`Pipeline.run`: ``-e``, then ``<run_dir>/optimized/<model_name>.xml|.bin|report.json``
+    written together, atomically.
+
+    :return: the written paths, the report, whether the accuracy target was met and the evaluation.
+    :raises PotError: evaluation or output failures.
+    """
     evaluation = _evaluate(pipeline, model, options)
-    return _save(config, options, run_dir, pipeline, model, evaluation, t0)
+    return _save(config, options, run_dir, pipeline, model, evaluation)
 
 
 def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipeline, model: CompressedModel,
-          evaluation: dict | None, t0: float) -> RunResult:
+          evaluation: dict | None) -> RunResult:
     """Write the IR and ``report.json`` together, atomically."""
     t = time.perf_counter()
     state = pipeline.state
@@ -163,7 +173,7 @@ def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipel
 
     def report_files(save_seconds: float) -> dict[str, str]:
         report["time_s"].update(report_s=state.times["report_s"], save_s=save_seconds,
-                                total_s=time.perf_counter() - t0)
+                                total_s=time.perf_counter() - state.started)
         return {"report.json": dump_report(report)}
 
     xml = save_model_atomic(model.model, target, name, extra_files=report_files)

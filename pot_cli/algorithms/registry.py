@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
-
 import openvino as ov
 
 from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment as _Aligner
@@ -140,14 +138,25 @@ class _Quantization(Algorithm):
     aligns = False
 
     def run(self, model, state):
-        settings = self.settings(model)
-        indices = self.indices()
-        if self.aligns and state.alignment is None:
-            align(model.model, settings, (), indices, state)
-        self._smooth(model.model, settings, indices, state)
-        self.quantize(model, settings, indices, state)
+        """Align, smooth, collect, quantize in place; then If bodies and the speed check."""
+        settings, indices = self.settings(model), self.indices()
+        self._prepare(model.model, settings, indices, state)
+        algorithm, stats = self._calibrate(model.model, settings, indices, state)
+        t = time.perf_counter()
+        fp_model = model.model.clone() if self._speed_check_enabled() else None
+        state.bodies = self._if_bodies(model.model, settings, indices, state)
+        state.result = algorithm.apply(model.model, stats)
+        state.state_only = list(algorithm.min_max.state_only)
+        state.timed("quantization_s", t)
+        self._check_speed(model, fp_model, indices, state)
         self._summary(model.model, state)
         return model
+
+    def _prepare(self, model: ov.Model, settings: MinMaxSettings, indices: list[int], state) -> None:
+        """ActivationChannelAlignment (unless it already ran) and SmoothQuant, each its own pass."""
+        if self.aligns and state.alignment is None:
+            align(model, settings, (), indices, state)
+        self._smooth(model, settings, indices, state)
 
     def _smooth(self, model: ov.Model, settings: MinMaxSettings, indices: list[int], state) -> None:
         """SmoothQuant on transformers with 8-bit activations (its own pass); off with a negative alpha."""
@@ -192,31 +201,18 @@ class _Quantization(Algorithm):
     def bias_threshold(self) -> float:
         return self.params.threshold
 
-    def quantize(self, model, settings: MinMaxSettings, indices: list[int], state) -> None:
-        """Plan, collect, quantize; then If bodies and the speed check."""
-        ov_model = model.model
+    def _calibrate(self, model: ov.Model, settings: MinMaxSettings, indices: list[int], state):
+        """The planned core algorithm and its statistics (one pass)."""
 
         def collect(target, requests):
             return state.collect(target, requests, indices)
 
         algorithm = self.core(settings, state, collect)
-        requests = algorithm.statistic_requests(ov_model)
+        requests = algorithm.statistic_requests(model)
         t = time.perf_counter()
-        stats = collect(ov_model, requests)
+        stats = collect(model, requests)
         state.timed("statistics_s", t)
-        t = time.perf_counter()
-        speed_check = self._speed_check_enabled()
-        fp_model = ov_model.clone() if speed_check else None
-        state.bodies = self._if_bodies(ov_model, settings, indices, state)
-        result = algorithm.apply(ov_model, stats)
-        state.state_only = list(algorithm.min_max.state_only)
-        state.timed("quantization_s", t)
-        state.result = result
-        if speed_check and result.quantizers:
-            self._check_speed(model, fp_model, indices, state)
-        elif not speed_check and self.params.target_device == "ANY" and self.params.speed_check is None:
-            log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
-                     "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
+        return algorithm, stats
 
     def _if_bodies(self, model: ov.Model, settings: MinMaxSettings, indices: list[int], state) -> list:
         """Quantize If bodies from the samples that took each branch (reads the main graph's float values)."""
@@ -240,8 +236,16 @@ class _Quantization(Algorithm):
         return (self.params.target_device in ("CPU", "CPU_SPR") and self.engine.device == "CPU"
                 and self.engine.has_sample_feeds)
 
-    def _check_speed(self, model, fp_model: ov.Model, indices: list[int], state) -> None:
-        """Keep in float the layers INT8 does not speed up on this CPU; the input model when none pays."""
+    def _check_speed(self, model, fp_model: ov.Model | None, indices: list[int], state) -> None:
+        """Keep in float the layers INT8 does not speed up on this CPU; the input model when none pays.
+        Runs when :meth:`_speed_check_enabled` (``fp_model`` given) and something was quantized."""
+        if fp_model is None:
+            if self.params.target_device == "ANY" and self.params.speed_check is None:
+                log.info("target_device ANY: a portable model, so layers are not timed on this CPU; "
+                         "--target-device CPU keeps in floating point the layers INT8 does not speed up here")
+            return
+        if not state.result.quantizers:
+            return
         t = time.perf_counter()
         # timed against the input model itself: a smoothed float model has more nodes
         reference = model.original() if state.smoothing else None
@@ -383,8 +387,12 @@ class AccuracyAwareQuantization(_Quantization):
     def aligns(self) -> bool:  # type: ignore[override]
         return self.params.base_algorithm == "DefaultQuantization"
 
-    def quantize(self, model, settings: MinMaxSettings, indices: list[int], state) -> None:
+    def run(self, model, state):
+        """Align and smooth as DefaultQuantization, then the accuracy search on the engine's evaluator."""
         from pot_cli.algorithms.accuracy_aware import AccuracyAwareQuantization as _Search
+
+        settings, indices = self.settings(model), self.indices()
+        self._prepare(model.model, settings, indices, state)
 
         def collect(target, requests):
             return state.collect(target, requests, indices)
@@ -403,6 +411,8 @@ class AccuracyAwareQuantization(_Quantization):
         state.accuracy_aware = search.apply(model.model, stats)
         model.model, state.result = state.accuracy_aware.model, state.accuracy_aware.quantization
         state.timed("accuracy_aware_s", t)
+        self._summary(model.model, state)
+        return model
 
 
 #: POT name -> class, for every algorithm this version runs
@@ -440,7 +450,3 @@ def create_algorithms(configs: tuple[AlgorithmConfig, ...], engine, source: str)
         a.following = algos[k + 1:]
     return algos
 
-
-def describe(algorithm: Any) -> str:
-    """``name`` of an algorithm object (for logs)."""
-    return getattr(algorithm, "name", type(algorithm).__name__)
