@@ -85,6 +85,9 @@ class Algorithm:
     def indices(self) -> list[int]:
         """This algorithm's calibration subset (``stat_subset_size``, ``shuffle_data``, ``seed``)."""
         p = self.params
+        if p.stat_batch_size > 1:
+            log.warning("%s.stat_batch_size %d: statistics are collected one sample at a time (batch 1); "
+                        "the ranges are the same", self.source, p.stat_batch_size)
         return self.engine.calibration_indices(p.stat_subset_size, p.shuffle_data, p.seed)
 
     def settings(self, model) -> MinMaxSettings:
@@ -269,6 +272,9 @@ class _Quantization(Algorithm):
             if aa is not None and aa.reverted:
                 log.warning("AccuracyAwareQuantization kept all %d layer group(s) in floating point to hold "
                             "maximal_drop: the output model computes in floating point", len(aa.reverted))
+            elif quantized_layers(model):
+                log.warning("no new layer was quantized: every quantizable layer outside the ignored scope is "
+                            "already quantized")
             else:
                 log.warning("no layer was quantized (no quantizable op outside the ignored scope); "
                             "the output model stays in floating point")

@@ -201,3 +201,13 @@ def test_accuracy_aware_quantization_through_the_api_holds_the_drop():
     aa = pipeline.state.accuracy_aware
     assert aa.target_met == (fp - pipeline.evaluate(model)["echo"] <= 1e-12)
     assert aa.report["baseline"]["echo"] == pytest.approx(fp)
+
+
+def test_running_again_on_a_quantized_model_says_its_layers_are_already_quantized(caplog):
+    engine = IEEngine({"device": "CPU"}, Arrays())
+    model = create_pipeline([{"name": "DefaultQuantization"}], engine).run(_model())
+    with caplog.at_level("WARNING", logger="pot"):
+        create_pipeline([{"name": "DefaultQuantization"}], engine).run(model)
+    assert "no new layer was quantized: every quantizable layer outside the ignored scope is already quantized" \
+        in caplog.text
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.model.get_ops()) == 1  # not quantized twice
