@@ -18,7 +18,7 @@ import openvino as ov
 
 from pot_cli import __version__
 from pot_cli.algorithms.default import DefaultQuantizationResult
-from pot_cli.errors import ConfigError, NotSupportedError
+from pot_cli.errors import NotSupportedError
 from pot_cli.statistics.branches import UnreachedBranch, branch_requests, find_unreached_branches
 from pot_cli.statistics.collector import StatisticRequest, Statistics
 
@@ -186,4 +186,4 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
     return pipeline
 
 
-__all__ = ["Pipeline", "RunState", "create_pipeline", "ConfigError"]
+__all__ = ["Pipeline", "RunState", "create_pipeline"]

@@ -132,10 +132,12 @@ class LoaderEvaluator(Evaluator):
         metric, indices = self.engine.metric, list(indices)
         metric.reset()
         per = {m.name: np.full(len(indices), np.nan) for m in self.metrics}
+        updated = False
         for k, i in enumerate(indices):
             annotation, metadata = self.engine.annotation(i)
             if annotation is None:
                 continue
+            updated = True
             metric.update(self.engine.postprocess_output(outputs[i], [metadata]), [annotation])
             values = self._per_sample(metric)
             for m in self.metrics:
@@ -143,7 +145,7 @@ class LoaderEvaluator(Evaluator):
                     v = values[m.name]
                     v = v[-1] if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) and len(v) else v
                     per[m.name][k] = float(np.nanmean(np.asarray(v, dtype=np.float64)))
-        avg = metric.avg_value if any(self.engine.annotation(i)[0] is not None for i in indices) else {}
+        avg = metric.avg_value if updated else {}
         metrics = {m.name: float(np.nanmean(np.asarray(avg[m.name], dtype=np.float64))) if m.name in avg
                    else float("nan") for m in self.metrics}
         return Evaluation(metrics, per, indices, {i: outputs[i] for i in indices})

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 import openvino as ov
 
-from pot_cli.errors import ConfigError, ModelError, NotSupportedError, OutputError, runtime_error_text
+from pot_cli.errors import ConfigError, NotSupportedError, OutputError, runtime_error_text
 from pot_cli.graph import model as graph_model
 
 

@@ -23,13 +23,6 @@ CLI = "<command line>"
 P = "<command line>: compression.algorithms[0].params"
 
 
-@pytest.fixture
-def ir(tmp_path: Path) -> Path:
-    """An empty m.xml/m.bin pair (the loader only checks that they exist)."""
-    (tmp_path / "m.xml").touch()
-    (tmp_path / "m.bin").touch()
-    return tmp_path / "m.xml"
-
 
 def config(xml: Path, *algorithms: dict) -> dict:
     return {"model": {"model": str(xml)},

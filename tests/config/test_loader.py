@@ -24,13 +24,6 @@ from pot_cli.errors import ConfigError
 CLI = "<command line>"
 
 
-@pytest.fixture
-def ir(tmp_path: Path) -> Path:
-    """An empty m.xml/m.bin pair (the loader only checks that they exist)."""
-    (tmp_path / "m.xml").touch()
-    (tmp_path / "m.bin").touch()
-    return tmp_path / "m.xml"
-
 
 def minimal(xml: Path, **compression) -> dict:
     """The smallest valid config, as the CLI builds it from flags."""
