@@ -226,10 +226,17 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.option("--allow-quantized", is_flag=True,
               help="Accept a model that already holds FakeQuantize or INT8 weights: layers already "
                    "quantized are kept as they are, the others are quantized.")
+@click.option("--definitions", type=click.Path(dir_okay=False),
+              help="Accuracy Checker dataset definitions file for datasets named in --ac-config (default: the "
+                   "DEFINITIONS_FILE environment variable).")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Root of relative data paths in the Accuracy Checker config (default: DATA_DIR).")
+@click.option("--annotations-dir", type=click.Path(file_okay=False),
+              help="Root of relative annotation paths in the Accuracy Checker config (default: ANNOTATIONS_DIR).")
 @click.version_option(__version__, "--version", prog_name="pot")
 def main(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights,
-         allow_quantized=False, layout=None):
+         allow_quantized=False, layout=None, definitions=None, data_dir=None, annotations_dir=None):
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
     from pot_cli.client import create_model_and_pipeline, finish
 
@@ -237,7 +244,7 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
         cfg, options, run_dir = _prepare(config, quantize, preset, model, weights, name, engine, data_source,
                                          ac_config, max_drop, evaluate, target_device, output_dir, direct_dump,
                                          log_level, progress_bar, stream_output, keep_uncompressed_weights,
-                                         allow_quantized, layout)
+                                         allow_quantized, layout, (definitions, data_dir, annotations_dir))
         model, pipeline = create_model_and_pipeline(cfg, options)
         model = pipeline.run(model)
         session.code = _report(finish(cfg, options, run_dir, pipeline, model))
@@ -289,8 +296,11 @@ class _session:
 
 def _prepare(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
              target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-             keep_uncompressed_weights, allow_quantized=False, layout=None):
+             keep_uncompressed_weights, allow_quantized=False, layout=None, roots=(None, None, None)):
     """The validated config, the run options and the run folder (with its ``log.txt`` open).
+
+    ``roots``: ``(--definitions, --data-dir, --annotations-dir)``; each unset one comes from its
+    environment variable (``DEFINITIONS_FILE``, ``DATA_DIR``, ``ANNOTATIONS_DIR``).
 
     :raises PotError: bad flags or config, an output folder that cannot be written.
     """
@@ -308,9 +318,19 @@ def _prepare(config, quantize, preset, model, weights, name, engine, data_source
     if evaluate and cfg.engine.type != "accuracy_checker":
         raise UsageError(f"{source}: -e/--evaluate needs annotated data and metrics: the accuracy_checker engine "
                          "(--ac-config FILE, or engine.config / engine.datasets in the config)")
+    from pot_cli.engines.ac.config_reader import Roots
+
+    env = Roots.from_env()
+    flags = [Path(v) if v else None for v in roots]
+    if any(flags) and cfg.engine.type != "accuracy_checker":
+        raise UsageError("--definitions, --data-dir and --annotations-dir apply to the accuracy_checker engine "
+                         "(--ac-config FILE)")
+    if flags[0] is not None and not flags[0].is_file():
+        raise UsageError(f"--definitions {flags[0]}: no such file; expected the dataset definitions YAML")
+    ac_roots = Roots(flags[0] or env.definitions, flags[1] or env.data_dir, flags[2] or env.annotations_dir)
     options = RunOptions(output_dir=Path(output_dir), direct_dump=direct_dump, allow_quantized=allow_quantized,
                          keep_uncompressed_weights=keep_uncompressed_weights, progress_bar=progress_bar,
-                         stream_output=stream_output, evaluate=evaluate)
+                         stream_output=stream_output, evaluate=evaluate, ac_roots=ac_roots)
     algo_name = cfg.compression.algorithms[0].name if cfg.compression.algorithms else "DefaultQuantization"
     check_output_dir(options.output_dir)
     run_dir = create_run_dir(options, cfg.model.model_name, algo_name)

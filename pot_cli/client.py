@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pot_cli import __version__
 from pot_cli.algorithms.registry import create_algorithms
@@ -37,6 +38,8 @@ class RunOptions:
     :param evaluate: ``-e``: evaluate the output model on the whole evaluation dataset.
     :param allow_quantized: ``--allow-quantized``: accept a model that is already (partly)
         quantized; its quantized layers are left as they are.
+    :param ac_roots: the Accuracy Checker definitions file and path roots
+        (:class:`~pot_cli.engines.ac.config_reader.Roots`); None: from the environment.
     """
 
     output_dir: Path = Path("results")
@@ -46,6 +49,7 @@ class RunOptions:
     stream_output: bool = False
     evaluate: bool = False
     allow_quantized: bool = False
+    ac_roots: Any = None
 
 
 @dataclass
@@ -97,7 +101,7 @@ def create_engine(config: PotConfig, model: CompressedModel, options: RunOptions
                              "'accuracy_checker' with an Accuracy Checker config (--ac-config or engine.config)")
         engine = create_simplified_engine(config.engine, model.model)
     else:
-        engine = create_ac_engine(config.engine, config.source, model.model)
+        engine = create_ac_engine(config.engine, config.source, model.model, roots=options.ac_roots)
         accuracy_aware = any(a.name == "AccuracyAwareQuantization" for a in config.compression.algorithms)
         if accuracy_aware or options.evaluate:
             engine.ac.require_metrics("AccuracyAwareQuantization" if accuracy_aware else "-e/--evaluate")

@@ -97,6 +97,8 @@ class AccuracyAwareResult:
 def _flat(output) -> np.ndarray:
     """One sample's output as a float64 vector: an array, or every array of a
     ``{output name: array}`` dict (the API engine's outputs) one after the other."""
+    if hasattr(output, "arrays"):  # every output of a decoding adapter (engines.ac.base.Outputs)
+        return np.concatenate([np.asarray(v, np.float64).ravel() for v in output.arrays])
     if isinstance(output, dict):
         return np.concatenate([np.asarray(v, np.float64).ravel() for v in output.values()])
     return np.asarray(output, np.float64).ravel()
@@ -414,6 +416,10 @@ class AccuracyAwareQuantization:
     def _annotation_free(self) -> None:
         """Annotations from the FP32 model: its top-1 class where softmax confidence reaches
         ``annotation_conf_threshold`` (other samples are left out), its outputs for regression."""
+        kinds = {m.annotation_kind for m in self.metrics} - {"label", "regression"}
+        if kinds:
+            raise NotSupportedError(f"annotation_free: metrics of {', '.join(sorted(kinds))} annotations are not "
+                                    "supported; expected annotation_free: false with annotated data")
         labels: list = [None] * len(self.evaluator.dataset)
         keep = []
         for i in self._diff_indices:
@@ -453,6 +459,8 @@ class AccuracyAwareQuantization:
         self._keep: list[Variant] = []
         self._order: list[str] = []
         t0 = time.perf_counter()
+        ev = self.evaluator
+        inferred0, scored0, score0 = (getattr(ev, k, 0) for k in ("inferred_samples", "scored_samples", "score_time_s"))
         self._baseline()
         self._types = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
         self._fp_ops = {op.get_friendly_name(): op for op in model.get_ops()}
@@ -491,7 +499,10 @@ class AccuracyAwareQuantization:
             final={"metrics": final.evaluation.metrics, "drop": final.drop},
             reverted_layers=[{"name": g, "type": self._types.get(g, "")} for g in reverted],
             ignored_scope=list(p.ignored.scope),
-            time_s=round(time.perf_counter() - t0, 3))
+            time_s=round(time.perf_counter() - t0, 3),
+            evaluated_samples=self._counter("inferred_samples") - inferred0,
+            scored_samples=self._counter("scored_samples") - scored0,
+            metric_time_s=round(self._counter("score_time_s") - score0, 3))
         if met:
             log.info("AccuracyAwareQuantization: target met with %d of %d layer group(s) reverted to floating point%s",
                      len(reverted), self.report["fully_quantized"]["layer_groups"],
@@ -501,6 +512,11 @@ class AccuracyAwareQuantization:
                         "(drop %s, %d layer group(s) reverted) is written", _fmt(self.max_drop), stop,
                         _fmt(final.drop), len(reverted))
         return AccuracyAwareResult(final.model, final.result, met, reverted, final.evaluation, self.report)
+
+    def _counter(self, name: str) -> float:
+        """An evaluator counter summed over the engine's evaluator and the annotation-free sibling."""
+        value = getattr(self.evaluator, name, 0)
+        return value + (getattr(self._ev, name, 0) if self._ev is not self.evaluator else 0)
 
     def _step(self, iteration: int, action: str, layers: list[str], v: Variant, accepted: bool, seconds: float):
         self.report["steps"].append({"iteration": iteration, "action": action, "layers": layers,
@@ -522,7 +538,7 @@ class AccuracyAwareQuantization:
             self.settings[name] = dataclasses.replace(base, ranges=ranges)
             v = self._variant(name)
             outputs = self._infer(v, subset, self._ev)
-            value = metric.aggregate([metric.per_sample(outputs[i], self._ev.annotations[i]) for i in subset])
+            value = self._ev.score(outputs, subset).metrics[metric.name]
             tried.append(((value if metric.higher_better else -value), name, v))
         if not tried:
             return current

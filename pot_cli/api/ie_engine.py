@@ -112,7 +112,7 @@ class LoaderEvaluator(Evaluator):
         self.engine = engine
         self._no_value = False
 
-    def _read_output(self, request: ov.InferRequest, k: int) -> dict[str, np.ndarray]:
+    def _read_output(self, request: ov.InferRequest, k: int | None, names: list | None = None) -> dict[str, np.ndarray]:
         return {output_key(o): np.array(request.get_output_tensor(j).data, copy=True)
                 for j, o in enumerate(request.model_outputs)}
 

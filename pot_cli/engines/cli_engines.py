@@ -100,7 +100,8 @@ class AccuracyCheckerEngine(Engine):
         if self._evaluator is None:
             self.ac.require_metrics("AccuracyAwareQuantization")
             self._evaluator = Evaluator(self.ac.evaluation, device=self.ac.launcher.device or self.device,
-                                        requests_number=self.eval_requests_number, output=self.ac.launcher.output)
+                                        requests_number=self.eval_requests_number, output=self.ac.launcher.output,
+                                        decoder=self.ac.launcher.decoder)
         return self._evaluator
 
     def predict(self, stats_layout=None, sampler=None, stat_aliases=None, metric_per_sample=False,
@@ -122,13 +123,16 @@ class AccuracyCheckerEngine(Engine):
         return metrics, {}
 
 
-def create_ac_engine(config: EngineConfig, config_source: str, model: ov.Model) -> AccuracyCheckerEngine:
+def create_ac_engine(config: EngineConfig, config_source: str, model: ov.Model, roots=None) -> AccuracyCheckerEngine:
     """The accuracy_checker engine of ``config``, its datasets bound to ``model``.
+
+    :param roots: definitions file and path roots (:class:`~pot_cli.engines.ac.config_reader.Roots`;
+        default: from the environment).
 
     :raises ConfigError: every problem of the Accuracy Checker config at once.
     """
     from pot_cli.engines.accuracy_checker import create_ac_engine as parse
 
-    ac = parse(config, config_source)
+    ac = parse(config, config_source, roots)
     ac.bind(model, config.layout)
     return AccuracyCheckerEngine(config, ac)

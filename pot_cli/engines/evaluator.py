@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import openvino as ov
 
+from pot_cli.engines.ac.base import Outputs
+from pot_cli.engines.ac.representations import SampleMeta
 from pot_cli.engines.accuracy_checker import ACDataset
 from pot_cli.engines.metrics import Metric
 from pot_cli.errors import EngineError, ModelError, PotError, runtime_error_text
@@ -41,7 +43,8 @@ class Evaluation:
     :param per_sample: metric name -> per-sample values, float64 ``(len(indices),)``, in the
         order of ``indices``.
     :param indices: dataset indices evaluated, in order.
-    :param outputs: index -> the metric output of that sample (e.g. ``(1, 10)`` float32 scores).
+    :param outputs: index -> the raw output of that sample (e.g. ``(1, 10)`` float32 scores, or
+        every output as :class:`~pot_cli.engines.ac.base.Outputs` for a decoding adapter).
     :param time_s: wall-clock seconds of inference.
     """
 
@@ -50,6 +53,16 @@ class Evaluation:
     indices: list[int]
     outputs: dict[int, np.ndarray] = field(default_factory=dict)
     time_s: float = 0.0
+
+
+def _output_names(output: ov.Output) -> list[str]:
+    """Every name of a model output: its tensor names, then the producing node's friendly name."""
+    names = sorted(output.get_names())
+    try:
+        producer = output.get_node().input_value(0).get_node().get_friendly_name()
+    except Exception:  # an output without a producer (never in a valid model)
+        producer = None
+    return names + ([producer] if producer and producer not in names else []) + [output.get_node().get_friendly_name()]
 
 
 class Evaluator:
@@ -61,17 +74,26 @@ class Evaluator:
     :param requests_number: parallel infer requests (default: the plugin's optimal number).
     :param output: output tensor or node name the metrics read (default: the first output).
     :param annotations: per-sample annotations replacing the dataset's (annotation-free mode).
+    :param decoder: the launcher's decoding adapter (:class:`~pot_cli.engines.ac.base.Adapter`):
+        it reads every output of a sample and gives the prediction the dataset's postprocessing
+        and metrics read; None for the raw-score adapters (``classification``, ``regression``).
     """
 
     def __init__(self, dataset: ACDataset, metrics: Sequence[Metric] | None = None, device: str = "CPU",
                  requests_number: int | None = None, output: str | None = None,
-                 annotations: Sequence[Any] | None = None):
+                 annotations: Sequence[Any] | None = None, decoder: Any = None):
         self.dataset = dataset
         self.metrics = tuple(metrics if metrics is not None else dataset.metrics)
         self.device = device
         self.requests_number = requests_number
         self.output = output
+        self.decoder = decoder
         self.annotations = list(annotations) if annotations is not None else dataset.annotations
+        #: seconds spent decoding, postprocessing and computing metrics (``score``), over the run
+        self.score_time_s = 0.0
+        #: samples run through a model (``infer``) and samples scored (``score``), over the run
+        self.inferred_samples = 0
+        self.scored_samples = 0
         self._cache: dict[int, dict[str, np.ndarray]] = {}
         self._cache_bytes = 0
         self._queues: collections.OrderedDict[int, tuple[ov.CompiledModel, ov.AsyncInferQueue]] = \
@@ -80,7 +102,7 @@ class Evaluator:
     def with_annotations(self, annotations: Sequence[Any], metrics: Sequence[Metric] | None = None) -> "Evaluator":
         """A sibling evaluator sharing this one's sample cache, with other annotations."""
         other = Evaluator(self.dataset, metrics if metrics is not None else self.metrics, self.device,
-                          self.requests_number, self.output, annotations)
+                          self.requests_number, self.output, annotations, self.decoder)
         other._cache = self._cache
         return other
 
@@ -112,7 +134,9 @@ class Evaluator:
             self._queues.popitem(last=False)
         return queue
 
-    def _output_index(self, compiled: ov.CompiledModel) -> int:
+    def _output_index(self, compiled: ov.CompiledModel) -> int | None:
+        if self.decoder is not None:
+            return None  # every output
         if self.output is None:
             return 0
         for k, out in enumerate(compiled.outputs):
@@ -123,9 +147,13 @@ class Evaluator:
         raise EngineError(f"adapter output_blob '{self.output}': the model has no such output; expected one of: {names}")
 
     @staticmethod
-    def _read_output(request: ov.InferRequest, k: int):
-        """A copy of the output the metrics read (``k``: its index)."""
-        return np.array(request.get_output_tensor(k).data, copy=True)
+    def _read_output(request: ov.InferRequest, k: int | None, names: list | None = None):
+        """A copy of the output the metrics read (``k``: its index), or of every output
+        (``k`` None) as :class:`Outputs` with ``names`` (one list per output)."""
+        if k is not None:
+            return np.array(request.get_output_tensor(k).data, copy=True)
+        arrays = [np.array(request.get_output_tensor(j).data, copy=True) for j in range(len(names))]
+        return Outputs(arrays, names)
 
     def _samples(self, indices: Sequence[int]) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
         missing = [i for i in indices if i not in self._cache]
@@ -153,13 +181,14 @@ class Evaluator:
         compiled = model if isinstance(model, ov.CompiledModel) else self.compile(model)
         queue = self._queue(compiled)
         k = self._output_index(compiled)
+        names = [_output_names(o) for o in compiled.outputs] if k is None else None
         outputs: dict[int, np.ndarray] = {}
         errors: list[str] = []
         lock = threading.Lock()
 
         def on_done(request: ov.InferRequest, index: int) -> None:
             try:
-                value = self._read_output(request, k)
+                value = self._read_output(request, k, names)
             except Exception as e:  # reported after wait_all
                 errors.append(str(e) or type(e).__name__)
                 return
@@ -186,6 +215,7 @@ class Evaluator:
                 wait_for_requests(queue)
         if errors:
             raise EngineError(f"inference failed during evaluation: {errors[0]}")
+        self.inferred_samples += len(outputs)
         if progress is not None:
             progress(len(outputs))
         return outputs
@@ -199,11 +229,34 @@ class Evaluator:
         """
         if self.annotations is None:
             raise EngineError(f"{self.dataset.where}: no annotations; cannot compute metrics")
+        t = time.perf_counter()
         indices = list(indices)
-        per_sample = {m.name: np.array([m.per_sample(outputs[i], self.annotations[i]) for i in indices],
+        predictions, annotations = self._pairs(outputs, indices)
+        per_sample = {m.name: np.array([m.per_sample(p, a) for p, a in zip(predictions, annotations)],
                                        dtype=np.float64) for m in self.metrics}
-        metrics = {m.name: m.aggregate(per_sample[m.name]) for m in self.metrics}
+        metrics = {m.name: float(m.evaluate(predictions, annotations)) for m in self.metrics}
+        self.score_time_s += time.perf_counter() - t
+        self.scored_samples += len(indices)
         return Evaluation(metrics, per_sample, indices, {i: outputs[i] for i in indices})
+
+    def _pairs(self, outputs: dict[int, Any], indices: list[int]) -> tuple[list, list]:
+        """``(predictions, annotations)`` of ``indices``: the raw outputs and annotations as they
+        are, or, with a decoding adapter, its predictions and the dataset's postprocessing applied
+        to both (on copies: the annotations stay as converted)."""
+        annotations = [self.annotations[i] for i in indices]
+        if self.decoder is None:
+            return [outputs[i] for i in indices], annotations
+        ds = self.dataset
+        predictions = []
+        for n, i in enumerate(indices):
+            meta = ds.metas.get(i) or SampleMeta(ds.identifier(i), (0, 0, 0))
+            prediction = self.decoder.process(outputs[i], meta)
+            annotation = annotations[n]
+            for step in ds.postprocessing:
+                annotation, prediction = step(annotation, prediction, meta, ds.dataset_meta)
+            predictions.append(prediction)
+            annotations[n] = annotation
+        return predictions, annotations
 
     def evaluate(self, model: ov.Model | ov.CompiledModel, indices: Sequence[int] | None = None,
                  progress: Callable[[int], None] | None = None) -> Evaluation:

@@ -88,6 +88,14 @@ class Metric:
         mean = float(np.mean(v))
         return math.sqrt(mean) if self.type == "rmse" else mean
 
+    def evaluate(self, predictions: Sequence, annotations: Sequence) -> float:
+        """The metric of a set of samples: :meth:`aggregate` of the per-sample values.
+
+        :param predictions: model outputs, one per sample (as for :meth:`per_sample`).
+        :param annotations: the samples' labels or reference arrays, same order.
+        """
+        return self.aggregate([self.per_sample(p, a) for p, a in zip(predictions, annotations)])
+
     def drop(self, baseline: float, value: float) -> float:
         """How much worse ``value`` is than ``baseline``: ``baseline - value`` for a metric where
         higher is better, ``value - baseline`` otherwise (negative: ``value`` is better)."""
