@@ -48,7 +48,6 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 import openvino as ov
-import yaml
 
 from pot_cli.config.loader import did_you_mean, resolve_path
 from pot_cli.config.model import EngineConfig, thaw
@@ -58,7 +57,7 @@ from pot_cli.engines.ac.config_reader import (Roots, load_definitions, prepare_d
 from pot_cli.engines.ac.representations import DatasetMeta, SampleMeta
 from pot_cli.engines.image_io import (IMAGE_EXTENSIONS, ImageInput, create_image_input, infer_image_layout,
                                       parse_layout)
-from pot_cli.engines.metrics import Metric, create_metrics
+from pot_cli.engines.metrics import create_metrics
 from pot_cli.engines.preprocessing import (_READ_FLAGS, IMAGE_READERS, Problems, Reader, Step, parse_reader,
                                            parse_step, positive_int, read_pillow)
 from pot_cli.errors import ConfigError, DatasetError, NotSupportedError
@@ -415,6 +414,11 @@ class ACDataset:
         self._inputs = []
         self._consts = {}
         consts = dict(const_inputs or {})
+        port_names = [set(p.get_names()) | {p.get_node().get_friendly_name()} for p in model.inputs]
+        unknown = [k for k in consts if not any(k in names for names in port_names)]
+        if unknown:
+            raise DatasetError(f"{self.where}: CONST_INPUT {', '.join(unknown)}: the model has no such input; "
+                               f"expected one of: {', '.join(sorted(n for p in model.inputs for n in p.get_names()))}")
         for port in model.inputs:
             names = port.get_names()
             name = port.get_any_name() if names else port.get_node().get_friendly_name()
@@ -458,9 +462,6 @@ class ACDataset:
                 self._inputs[-1].image = create_image_input(what, dims, axes, dtype)
                 spec = self._inputs[-1].image
                 self._model_hw = (spec.height, spec.width) if spec.height and spec.width else None
-        if consts:
-            raise DatasetError(f"{self.where}: CONST_INPUT {', '.join(consts)}: the model has no such input; "
-                               f"expected one of: {', '.join(n for p in model.inputs for n in p.get_names())}")
         if self.steps and self.reader.type not in IMAGE_READERS:
             raise ConfigError(f"{self.where}.preprocessing: applies to images only; expected no "
                               f"preprocessing with reader {self.reader.type}")
@@ -846,7 +847,7 @@ def create_ac_engine(engine: EngineConfig, config_source: str, roots: Roots | No
         problems.keys(entry, _KEYS["model"], prefix)
         for key in doc:
             if key not in ("models", "global_definitions"):
-                problems.add(key, f"unknown key; expected one of: models, global_definitions")
+                problems.add(key, "unknown key; expected one of: models, global_definitions")
     else:
         entry, prefix = doc, ""
         for key in doc:

@@ -47,6 +47,9 @@ from pot_cli.errors import ConfigError, DatasetError
 READERS = ("opencv_imread", "pillow_imread", "numpy_reader", "numpy_txt_reader")
 #: readers that give images (``H x W x C`` uint8), which the preprocessing steps take
 IMAGE_READERS = ("opencv_imread", "pillow_imread")
+#: keys of each reader entry
+READER_KEYS = {"opencv_imread": ("type", "reading_flag"), "pillow_imread": ("type", "to_rgb"),
+               "numpy_reader": ("type", "keys"), "numpy_txt_reader": ("type",)}
 PREPROCESSING = ("resize", "auto_resize", "crop", "padding", "bgr_to_rgb", "rgb_to_bgr", "bgr_to_gray",
                  "normalization")
 _READ_FLAGS = {"color": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE, "grayscale": cv2.IMREAD_GRAYSCALE,
@@ -477,8 +480,7 @@ def parse_reader(value: Any, where: str, problems: Problems) -> Reader:
                          f"{', '.join(READERS)}")
         return Reader()
     kind = value["type"]
-    allowed = {"opencv_imread": ("type", "reading_flag"), "pillow_imread": ("type", "to_rgb"),
-               "numpy_reader": ("type", "keys")}.get(kind, ("type",))
+    allowed = READER_KEYS[kind]
     for key in value:
         if key not in allowed:
             problems.add(f"{where}.{key}", f"unknown key for reader '{kind}'; expected one of: {', '.join(allowed)}")

@@ -15,7 +15,7 @@ import yaml
 from pot_cli.config.model import EngineConfig
 from pot_cli.engines.ac.config_reader import Roots
 from pot_cli.engines.accuracy_checker import create_ac_engine
-from pot_cli.errors import ConfigError, NotSupportedError
+from pot_cli.errors import ConfigError, DatasetError, NotSupportedError
 
 ROOT = Path(__file__).resolve().parents[2]
 OMZ = ROOT / "examples" / "omz"
@@ -156,3 +156,34 @@ def test_published_omz_classification_yaml_runs_unchanged(tmp_path):
     assert report["evaluation"]["metrics"]["accuracy@top5"] == pytest.approx(float(printed["accuracy@top5"]))
     # 5 hand-labelled photos: FP32 (f32) has 4 right at top-1 (the clock is taken for a spotlight), 5 at top-5
     assert float(printed["accuracy@top1"]) >= 0.6 and float(printed["accuracy@top5"]) >= 0.8
+
+
+def test_const_input_feeds_every_sample(tmp_path):
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    _images(tmp_path / "imgs")
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    info = ops.parameter([1, 3], np.float32, name="image_info")
+    x.output(0).get_tensor().set_names({"x"})
+    info.output(0).get_tensor().set_names({"image_info"})
+    out = ops.add(ops.reduce_sum(x, [1, 2, 3]), ops.reduce_sum(info, [1]))
+    model = ov.Model([ops.result(out)], [x, info], "two_inputs")
+    doc = {"models": [{"name": "m", "launchers": [{"framework": "openvino", "adapter": "classification", "inputs": [
+        {"name": "image_info", "type": "CONST_INPUT", "value": [[8, 8, 1]]}]}],
+        "datasets": [{"data_source": "imgs", "annotation_conversion": {"converter": "imagenet",
+                                                                       "annotation_file": "val.txt"},
+                      "metrics": [{"type": "accuracy"}]}]}]}
+    eng = _engine(_write(tmp_path / "ac.yml", doc))
+    eng.bind(model)
+    sample = eng.evaluation.load(1)
+    assert sample["x"].shape == (1, 3, 8, 8)
+    assert sample["image_info"].tolist() == [[8.0, 8.0, 1.0]] and sample["image_info"].dtype == np.float32
+    meta = eng.evaluation.metas[1]
+    assert meta.image_size == (8, 8, 3) and meta.input_size == (8, 8) and meta.identifier == "img_1.png"
+    doc["models"][0]["launchers"][0]["inputs"][0]["name"] = "missing"
+    eng = _engine(_write(tmp_path / "ac.yml", doc))
+    with pytest.raises(DatasetError, match=r"CONST_INPUT missing: the model has no such input; expected one of: "
+                                           "image_info, x"):
+        eng.bind(model)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import math
-import struct
-import zlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from pot_cli.engines.ac import segmentation as seg
 from pot_cli.engines.ac.base import ADAPTERS, CONVERTERS, METRICS, POSTPROCESSING, Context, Outputs
@@ -332,72 +333,35 @@ def test_mask_loaders_match_accuracy_checker(entry, tmp_path):
         assert np.array_equal(got, np.asarray(expected["mask"])), loader
 
 
-def _png(indices: np.ndarray, palette, depth=8, filters=(0,), trns=None) -> bytes:
-    """A palette PNG with the given scanline filters (cycled per row), written by hand."""
-    h, w = indices.shape
-    if depth < 8:
-        per = 8 // depth
-        padded = np.zeros((h, -(-w // per) * per), np.uint8)
-        padded[:, :w] = indices
-        groups = padded.reshape(h, -1, per)
-        rows = np.zeros(groups.shape[:2], np.uint8)
-        for k in range(per):
-            rows |= (groups[:, :, k] << (8 - depth * (k + 1))).astype(np.uint8)
-    else:
-        rows = indices.astype(np.uint8)
-    raw, prev = bytearray(), [0] * rows.shape[1]
-    for y, row in enumerate(rows.tolist()):
-        kind = filters[y % len(filters)]
-        out = []
-        for i, x in enumerate(row):
-            a = row[i - 1] if i else 0
-            b, c = prev[i], (prev[i - 1] if i else 0)
-            if kind == 0:
-                pred = 0
-            elif kind == 1:
-                pred = a
-            elif kind == 2:
-                pred = b
-            elif kind == 3:
-                pred = (a + b) // 2
-            else:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-            out.append((x - pred) & 255)
-        raw += bytes([kind] + out)
-        prev = row
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 3, 0, 0, 0))
-    data += chunk(b"PLTE", bytes(v for c in palette for v in c))
-    if trns is not None:
-        data += chunk(b"tRNS", bytes(trns))
-    return data + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+def _palette_png(path: Path, indices: np.ndarray, palette, bits=8, transparency=None) -> Path:
+    """A palette ("P" mode) PNG written by Pillow, ``bits`` per index."""
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    image.putpalette([v for color in palette for v in color])
+    extra = {"transparency": bytes(transparency)} if transparency is not None else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, bits=bits, **extra)
+    return path
 
 
-@pytest.mark.parametrize("depth", [8, 4, 2, 1])
-def test_palette_png_decoder_all_filters(depth, tmp_path):
-    rng = np.random.default_rng(depth)
-    n = 1 << min(depth, 5)
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
+def test_palette_mask_loaders(bits, tmp_path):
+    """Palette indices (pillow), palette colours (scipy; RGBA with transparency), and OpenCV agreeing
+    on the colours, at every palette bit depth."""
+    rng = np.random.default_rng(bits)
+    n = 1 << min(bits, 5)
     palette = [(int(v), int(v) // 2, 255 - int(v)) for v in np.linspace(0, 255, n)]
     ids = rng.integers(0, n, (11, 13))
-    path = tmp_path / "m.png"
-    path.write_bytes(_png(ids, palette, depth, filters=(0, 1, 2, 3, 4)))
+    path = _palette_png(tmp_path / "m.png", ids, palette, bits)
+    assert path.read_bytes()[24:26] == bytes([bits, 3])  # IHDR: bit depth, colour type 3 (palette)
     assert np.array_equal(seg.read_mask(path, "pillow"), ids)
     rgb = seg.read_mask(path, "scipy")
     assert np.array_equal(rgb, np.asarray(palette, np.uint8)[ids])
-    assert np.array_equal(cv2.imread(str(path))[:, :, ::-1], rgb)  # OpenCV agrees on the colours
-    # a palette with repeated colours: indices cannot come from the colours, the rows are unfiltered here
-    repeated = palette[:-1] + [palette[0]]
-    path.write_bytes(_png(ids, repeated, depth, filters=(3, 4, 1, 0, 2)))
-    assert np.array_equal(seg.read_mask(path, "pillow"), ids)
-    assert seg._indices_from_colors(seg._parse_png(path.read_bytes(), path), path.read_bytes()) is None
-    path.write_bytes(_png(ids, palette, depth, trns=[0, 128]))
+    assert np.array_equal(seg.read_mask(path, "pillow_convert_to_rgb"), rgb)
+    assert np.array_equal(seg.read_mask(path, "opencv")[:, :, ::-1], rgb)  # OpenCV agrees on the colours
+    _palette_png(path, ids, palette, bits, transparency=[0, 128])
     rgba = seg.read_mask(path, "scipy")
     assert rgba.shape == (11, 13, 4) and set(np.unique(rgba[:, :, 3])) <= {0, 128, 255}
+    assert np.array_equal(rgba[:, :, 3], np.where(ids == 0, 0, np.where(ids == 1, 128, 255)))
 
 
 def test_mask_loader_errors_and_numpy(tmp_path):
@@ -405,10 +369,123 @@ def test_mask_loader_errors_and_numpy(tmp_path):
         seg.read_mask(tmp_path / "missing.png")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
+    for loader in ("pillow", "scipy", "opencv", "numpy"):
+        with pytest.raises(DatasetError, match=f"bad.png: corrupt or unsupported mask file for mask_loader '{loader}'"):
+            seg.read_mask(bad, loader)
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((40, 50), 7, np.uint8))
+    bad.write_bytes(good.read_bytes()[:60])  # truncated
     with pytest.raises(DatasetError, match="bad.png: corrupt"):
         seg.read_mask(bad)
+    with pytest.raises(ValueError, match="unknown mask loader 'nifti'"):
+        seg.read_mask(good, "nifti")
     np.save(tmp_path / "m.npy", np.array([[1, 2], [3, 260]]))
     assert seg.read_mask(tmp_path / "m.npy", "numpy").tolist() == [[1, 2], [3, 4]]  # uint8 cast wraps
+    np.savez(tmp_path / "m.npz", first=np.array([[5.7, 1]]), second=np.zeros(3))
+    assert seg.read_mask(tmp_path / "m.npz", "numpy").tolist() == [[5, 1]]  # the first array, cast
+
+
+def test_mask_cache_decodes_once_and_follows_file_changes(tmp_path, monkeypatch):
+    cache = seg.MaskCache()
+    monkeypatch.setattr(seg, "MASK_CACHE", cache)
+    decoded = []
+    real_read = seg.read_mask
+    monkeypatch.setattr(seg, "read_mask", lambda path, loader="pillow": decoded.append(path) or real_read(path, loader))
+    path = tmp_path / "m.png"
+    cv2.imwrite(str(path), np.array([[0, 1], [2, 3]], np.uint8))
+    ann = seg.MaskFileAnnotation("m", None, str(path), "pillow")
+    first = ann.mask
+    assert first.dtype == np.int64 and first.tolist() == [[0, 1], [2, 3]]
+    first[0, 0] = 9  # the caller's copy; the cache is not touched
+    assert ann.mask.tolist() == [[0, 1], [2, 3]] and len(decoded) == 1
+    assert seg.MaskFileAnnotation("other record", None, str(path), "pillow").mask.tolist() == [[0, 1], [2, 3]]
+    assert len(decoded) == 1 and cache.info()["hits"] == 2 and cache.info()["misses"] == 1
+    cached = cache.get(path, "pillow")
+    assert cached.dtype == np.uint8 and not cached.flags.writeable and cache.info()["bytes"] == 4
+    # another loader is another entry
+    assert seg.MaskFileAnnotation("m", None, str(path), "opencv").mask.shape == (2, 2, 3)
+    assert len(decoded) == 2 and cache.info()["entries"] == 2
+    # a file changed on disk (other size, later mtime) is read again
+    cv2.imwrite(str(path), np.full((3, 3), 4, np.uint8))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert ann.mask.tolist() == [[4] * 3] * 3 and len(decoded) == 3
+    assert cache.info()["entries"] == 2 and cache.info()["bytes"] == 9 + 12
+    # colour masks come out as uint8 copies
+    colour = seg.MaskFileAnnotation("c", None, str(path), "pillow_convert_to_rgb")
+    assert colour.mask.dtype == np.uint8 and colour.mask.flags.writeable
+    path.unlink()
+    with pytest.raises(DatasetError, match="m.png: cannot read the mask"):
+        _ = ann.mask
+    cache.clear()
+    assert cache.info() == {"entries": 0, "bytes": 0, "max_bytes": 256 << 20, "hits": 0, "misses": 0}
+
+
+def test_mask_cache_byte_budget_evicts_least_recently_used(tmp_path):
+    cache = seg.MaskCache(max_bytes=250)
+    paths = []
+    for k in range(4):
+        paths.append(tmp_path / f"{k}.png")
+        cv2.imwrite(str(paths[-1]), np.full((10, 10), k, np.uint8))  # 100 bytes each
+    for p in paths[:2]:
+        cache.get(p)
+    cache.get(paths[0])  # 0 is now the most recently used
+    cache.get(paths[2])  # evicts 1
+    assert cache.info()["entries"] == 2 and cache.info()["bytes"] == 200
+    misses = cache.info()["misses"]
+    assert int(cache.get(paths[0])[0, 0]) == 0 and cache.info()["misses"] == misses  # kept
+    assert int(cache.get(paths[1])[0, 0]) == 1 and cache.info()["misses"] == misses + 1  # read again
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((20, 20), np.uint8))  # 400 bytes: over the budget, never kept
+    assert cache.get(big).shape == (20, 20) and cache.info()["bytes"] <= 250
+    assert all(entry[0] != str(big) for entry in cache._entries)
+
+
+def test_mask_cache_threads(tmp_path):
+    cache = seg.MaskCache(max_bytes=1000)
+    paths = []
+    for k in range(12):
+        paths.append(tmp_path / f"{k}.png")
+        cv2.imwrite(str(paths[-1]), np.full((10, 10), k, np.uint8))
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda k: int(cache.get(paths[k % 12])[5, 5]), range(240)))
+    assert values == [k % 12 for k in range(240)]
+    info = cache.info()
+    assert info["bytes"] <= 1000 and info["bytes"] == 100 * info["entries"]
+    assert info["hits"] + info["misses"] == 240
+
+
+def test_metric_reuses_per_sample_matrices_in_evaluate(monkeypatch):
+    """The evaluator's pattern: per_sample on every pair, then evaluate on the same objects."""
+    metric = _metric("mean_iou", {"label_map": {"0": "bg", "1": "fg"}, "use_argmax": False, "ignore_label": None})
+    rng = np.random.default_rng(3)
+    anns = [SegmentationAnnotation(f"{k}", rng.integers(0, 3, (5, 6))) for k in range(4)]
+    preds = [SegmentationPrediction(f"{k}", rng.integers(-1, 2, (5, 6))) for k in range(4)]
+    expected = metric.evaluate(preds, anns)
+    calls = []
+    real = metric.confusion_matrix
+    monkeypatch.setattr(metric, "confusion_matrix", lambda p, a: calls.append(p.identifier) or real(p, a))
+    samples = [metric.per_sample(p, a) for p, a in zip(preds, anns)]
+    assert calls == ["0", "1", "2", "3"]
+    assert metric.evaluate(preds, anns) == expected and calls == ["0", "1", "2", "3"]  # no recount
+    assert metric._memo == {}  # emptied by evaluate
+    assert metric.evaluate(preds, anns) == expected and len(calls) == 8  # nothing remembered now
+    assert samples == [metric.per_sample(p, a) for p, a in zip(preds, anns)]  # from the fixture-checked rules
+    # a prediction whose mask was replaced, and a new annotation object, are counted again
+    preds[1].mask = np.ones((5, 6), np.int64)
+    copy = SegmentationAnnotation("2", anns[2].mask)
+    del calls[:]
+    changed = metric.evaluate(preds[:3], anns[:2] + [copy])
+    assert calls == ["1", "2"]  # pair 0 is remembered from the per_sample calls just above
+    assert changed == pytest.approx(metric.evaluate(preds[:3], anns[:2] + [copy]))
+    # bounded: past the limit the oldest pairs are forgotten (and counted again by evaluate)
+    monkeypatch.setattr(seg, "_MEMO_BYTES", 0)  # the floor of 64 entries
+    many = [(SegmentationPrediction(f"{k}", preds[0].mask), anns[0]) for k in range(70)]
+    for p, a in many:
+        metric.per_sample(p, a)
+    assert len(metric._memo) == 64
+    del calls[:]
+    metric.evaluate([p for p, _ in many], [a for _, a in many])
+    assert calls == [str(k) for k in range(6)]
 
 
 # --- converters -------------------------------------------------------------------------------------
@@ -437,7 +514,7 @@ def test_voc_segmentation_devkit(tmp_path):
     (devkit / "SegmentationClass").mkdir(parents=True)
     for name, mask in ids.items():
         _write_image(devkit / "JPEGImages" / f"{name}.jpg")
-        (devkit / "SegmentationClass" / f"{name}.png").write_bytes(_png(mask, palette))
+        _palette_png(devkit / "SegmentationClass" / f"{name}.png", mask, palette)
     imageset = devkit / "ImageSets" / "Segmentation" / "val.txt"
     imageset.parent.mkdir(parents=True)
     imageset.write_text("2007_000032\n\n2007_000039\n")

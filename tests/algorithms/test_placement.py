@@ -16,7 +16,6 @@ import pytest
 
 import models
 from pot_cli.algorithms.default import DefaultQuantization
-from pot_cli.algorithms.fake_quantize import compute_weight_params
 from pot_cli.config import IgnoredScope, QuantizationParams, load_hardware_config
 from pot_cli.algorithms.settings import create_min_max_settings
 from pot_cli.statistics.collector import collect_statistics

@@ -47,6 +47,11 @@ def _keys(section: str, name: str) -> str:
     elif section == "preprocessing":
         from pot_cli.engines.preprocessing import _STEP_KEYS
         keys = tuple(k for k in _STEP_KEYS.get(name, ()) if k != "type")
+    elif section == "readers":
+        from pot_cli.engines.preprocessing import READER_KEYS
+        keys = READER_KEYS.get(name, ())
+    elif section == "launcher inputs":
+        keys = ("name", "layout", "precision", "shape") + (("value",) if name == "CONST_INPUT" else ())
     else:
         keys = ()
     keys = tuple(k for k in keys if k not in ("type", "name", "converter", "apply_to"))

@@ -53,21 +53,28 @@ Postprocessing (``postprocessing[].type``, each with ``apply_to`` [all]):
   ``segmentation_colors``; class-id predictions through ``prediction_to_gt_labels`` (Cityscapes
   full label map).
 
-Masks are read from disk when a step reads ``SegmentationAnnotation.mask`` (nothing is cached, so a
-dataset of any size fits in memory).
+Masks are read from disk when a step reads ``SegmentationAnnotation.mask``, with Pillow / OpenCV /
+NumPy exactly as Accuracy Checker's mask loaders (:func:`read_mask`), through a process-wide LRU
+cache of the decoded uint8 masks (:data:`MASK_CACHE`, 256 MiB; a larger dataset is re-read as
+entries are evicted).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
-import struct
-import zlib
+import os
+import threading
+import weakref
+import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pot_cli.engines.ac.base import (ACMetric, Adapter, Context, Converted, Converter, Outputs, Postprocessor,
                                      read_bool, read_choice, read_number, register_adapter, register_converter,
@@ -134,212 +141,144 @@ class SegmentationDatasetMeta(DatasetMeta):
 #: ``mask_loader`` names (Accuracy Checker's ``LOADERS_MAPPING``) we read; ``nifti*`` are not supported
 MASK_LOADERS = ("pillow", "pillow_convert_to_rgb", "scipy", "opencv", "opencv_unchanged", "opencv_gray", "numpy")
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CV2_FLAGS = {"opencv": cv2.IMREAD_COLOR, "opencv_gray": cv2.IMREAD_GRAYSCALE, "opencv_unchanged": cv2.IMREAD_UNCHANGED}
+#: what Pillow / OpenCV / NumPy raise on a file they cannot decode (unknown format, truncated or corrupt
+#: data, too many pixels, a bad ``.npz`` archive)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, zipfile.BadZipFile,
+                  cv2.error)
 
 
-@dataclass
-class _Png:
-    width: int
-    height: int
-    depth: int
-    color_type: int
-    interlace: int
-    palette: np.ndarray | None  # (N, 3) uint8
-    alpha: np.ndarray | None  # (N,) uint8 for a palette image with tRNS
-    idat: bytes
+def _decode_pillow(data: bytes, loader: str) -> np.ndarray:
+    """The array Accuracy Checker 2023.3's Pillow-based readers give (``data_readers/image_readers.py``:
+    ``pillow_imread`` without / with ``convert('RGB')``, ``scipy_imread`` expanding palette images)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if loader == "pillow_convert_to_rgb":
+            return np.array(image.convert("RGB"))
+        if loader == "scipy" and image.mode == "P":
+            return np.array(image.convert("RGBA" if "transparency" in image.info else "RGB"))
+        return np.array(image)
 
 
-def _parse_png(data: bytes, path: Path) -> _Png | None:
-    """The chunks of a PNG file (None when ``data`` is not a PNG)."""
-    if data[:8] != _PNG_SIGNATURE:
-        return None
-    pos, ihdr, palette, trns, idat = 8, None, None, None, []
-    while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            ihdr = body
-        elif kind == b"PLTE":
-            palette = np.frombuffer(body, np.uint8)[:len(body) // 3 * 3].reshape(-1, 3)
-        elif kind == b"tRNS":
-            trns = body
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    if ihdr is None or len(ihdr) < 13:
-        raise DatasetError(f"{path}: corrupt PNG (no IHDR chunk); expected a PNG mask")
-    width, height = struct.unpack(">II", ihdr[:8])
-    depth, color_type, _, _, interlace = ihdr[8:13]
-    alpha = None
-    if color_type == 3 and trns is not None and palette is not None:
-        alpha = np.full(len(palette), 255, np.uint8)
-        alpha[:min(len(trns), len(palette))] = np.frombuffer(trns, np.uint8)[:len(palette)]
-    return _Png(width, height, depth, color_type, interlace, palette, alpha, b"".join(idat))
-
-
-def _unfilter_bytes_per_pixel_1(rows: np.ndarray, path: Path) -> np.ndarray:
-    """PNG scanline unfiltering (RFC 2083 section 6) for 1 byte per pixel.
-
-    :param rows: uint8 ``(H, 1 + row_bytes)``, each row its filter type then the filtered bytes.
-    :returns: uint8 ``(H, row_bytes)``.
-    """
-    kinds, data = rows[:, 0], rows[:, 1:]
-    if not kinds.any():
-        return data.copy()
-    out = np.empty_like(data)
-    prev = np.zeros(data.shape[1], np.uint8)
-    for y in range(data.shape[0]):
-        line, kind = data[y], int(kinds[y])
-        if kind == 0:
-            cur = line
-        elif kind == 1:
-            cur = np.cumsum(line, dtype=np.uint8)
-        elif kind == 2:
-            cur = line + prev
-        elif kind in (3, 4):
-            raw, up = line.tolist(), prev.tolist()
-            res, left, up_left = [], 0, 0
-            for i, value in enumerate(raw):
-                above = up[i]
-                if kind == 3:
-                    value += (left + above) >> 1
-                else:
-                    p = left + above - up_left
-                    pa, pb, pc = abs(p - left), abs(p - above), abs(p - up_left)
-                    value += left if pa <= pb and pa <= pc else (above if pb <= pc else up_left)
-                left, up_left = value & 255, above
-                res.append(left)
-            cur = np.asarray(res, np.uint8)
-        else:
-            raise DatasetError(f"{path}: corrupt PNG (filter type {kind}); expected 0..4")
-        out[y] = cur
-        prev = cur
-    return out
-
-
-def _indices_from_colors(png: _Png, data_bytes: bytes) -> np.ndarray | None:
-    """Palette indices recovered from OpenCV's colour decoding when every palette colour is
-    distinct (None otherwise, or when a pixel's colour is not in the palette)."""
-    if png.palette is None or not len(png.palette):
-        return None
-    keys = (png.palette[:, 0].astype(np.int64) << 16) | (png.palette[:, 1].astype(np.int64) << 8) | png.palette[:, 2]
-    if len(np.unique(keys)) != len(keys):
-        return None
-    bgr = cv2.imdecode(np.frombuffer(data_bytes, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (png.height, png.width):
-        return None
-    image_keys = (bgr[:, :, 2].astype(np.int64) << 16) | (bgr[:, :, 1].astype(np.int64) << 8) | bgr[:, :, 0]
-    order = np.argsort(keys)
-    pos = np.clip(np.searchsorted(keys[order], image_keys), 0, len(keys) - 1)
-    if not np.array_equal(keys[order][pos], image_keys):
-        return None
-    return order[pos].astype(np.uint8)
-
-
-def _png_palette_indices(png: _Png, path: Path, data_bytes: bytes = b"") -> np.ndarray:
-    """The palette indices ``(H, W)`` uint8 of a non-interlaced palette PNG (what Pillow's
-    ``np.array`` gives for a mode ``P`` image). ``data_bytes`` is the whole file (for the
-    OpenCV shortcut on Average/Paeth-filtered rows)."""
-    if png.interlace:
-        raise DatasetError(f"{path}: interlaced palette PNG masks are not supported; expected a non-interlaced PNG")
-    if png.depth not in (1, 2, 4, 8):
-        raise DatasetError(f"{path}: corrupt PNG (palette bit depth {png.depth}); expected 1, 2, 4 or 8")
-    try:
-        raw = zlib.decompress(png.idat)
-    except zlib.error as e:
-        raise DatasetError(f"{path}: corrupt PNG data ({e})") from e
-    row_bytes = (png.width * png.depth + 7) // 8
-    need = png.height * (row_bytes + 1)
-    if len(raw) < need:
-        raise DatasetError(f"{path}: truncated PNG data ({len(raw)} of {need} bytes)")
-    rows = np.frombuffer(raw, np.uint8)[:need].reshape(png.height, row_bytes + 1)
-    if data_bytes and np.isin(rows[:, 0], (3, 4)).any():  # Average / Paeth need a per-byte loop
-        indices = _indices_from_colors(png, data_bytes)
-        if indices is not None:
-            return indices
-    data = _unfilter_bytes_per_pixel_1(rows, path)
-    if png.depth == 8:
-        return data[:, :png.width]
-    per_byte = 8 // png.depth
-    shifts = np.arange(8 - png.depth, -1, -png.depth, dtype=np.uint8)
-    values = (data[:, :, None] >> shifts) & np.uint8((1 << png.depth) - 1)
-    return values.reshape(png.height, row_bytes * per_byte)[:, :png.width]
-
-
-def _palette_colors(png: _Png, indices: np.ndarray, with_alpha: bool) -> np.ndarray:
-    palette = png.palette if png.palette is not None else np.zeros((0, 3), np.uint8)
-    table = np.zeros((256, 4 if with_alpha else 3), np.uint8)
-    table[:len(palette), :3] = palette[:256]
-    if with_alpha:
-        table[:, 3] = 255
-        table[:len(png.alpha), 3] = png.alpha[:256]
-    return table[indices]
-
-
-def _cv2_read(data: np.ndarray, flag: int, path: Path) -> np.ndarray:
-    image = cv2.imdecode(data, flag) if data.size else None
-    if image is None:
-        raise DatasetError(f"{path}: corrupt or unsupported mask image; expected a PNG, BMP or JPEG file")
-    return image
+def _decode_numpy(data: bytes) -> np.ndarray:
+    """A ``.npy`` array, or the first array of a ``.npz`` (Accuracy Checker's ``numpy_reader``)."""
+    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            return loaded[loaded.files[0]] if loaded.files else np.zeros((0, 0))
+    return np.asarray(loaded)
 
 
 def read_mask(path: Path, loader: str = "pillow") -> np.ndarray:
-    """A mask file as Accuracy Checker 2023.3's ``GTMaskLoader`` gives it, cast to uint8.
+    """A mask file as Accuracy Checker 2023.3's ``SegmentationAnnotation`` mask loaders give it
+    (``representation/segmentation_representation.py`` ``GTMaskLoader``), cast to uint8. Not
+    cached: see :data:`MASK_CACHE` for the cached read.
 
     :param path: the mask file.
-    :param loader: one of :data:`MASK_LOADERS`. ``pillow``: palette PNGs give palette indices
-        ``(H, W)``, grey images ``(H, W)``, colour images RGB ``(H, W, 3|4)``; ``scipy``: palette
-        PNGs expanded to RGB (RGBA with a ``tRNS`` chunk), otherwise as ``pillow``;
-        ``pillow_convert_to_rgb``: RGB ``(H, W, 3)``; ``opencv``: BGR ``(H, W, 3)``;
-        ``opencv_unchanged``: as stored (BGR order); ``opencv_gray``: ``(H, W)``; ``numpy``: a
-        ``.npy`` array or the first array of a ``.npz``.
-    :returns: uint8 ``(H, W)`` or ``(H, W, C)`` (values cast as Accuracy Checker's
-        ``astype(np.uint8)``).
-    :raises DatasetError: when the file is missing or cannot be decoded.
+    :param loader: one of :data:`MASK_LOADERS`:
 
-    Files are decoded with OpenCV, plus our own reader of palette PNGs (Pillow is not a
-    dependency). PNG masks read as Pillow reads them (checked for palette, 1-bit, grey, 16-bit and
-    RGB files). Two cases differ: palette images in other formats (GIF, 8-bit BMP), which give
-    colours instead of indices, and JPEG masks, which may decode slightly differently.
+        * ``pillow``: ``np.array(PIL.Image.open(path))``: palette images give palette indices
+          ``(H, W)``, grey images ``(H, W)`` (bilevel ones 0/1), colour images RGB(A)
+          ``(H, W, 3|4)``;
+        * ``pillow_convert_to_rgb``: Pillow's ``convert("RGB")``, ``(H, W, 3)``;
+        * ``scipy``: as ``pillow``, but palette images expanded to RGB ``(H, W, 3)`` (RGBA
+          ``(H, W, 4)`` when the file has a transparency entry);
+        * ``opencv`` / ``opencv_gray`` / ``opencv_unchanged``: ``cv2.imread`` with
+          ``IMREAD_COLOR`` (BGR ``(H, W, 3)``), ``IMREAD_GRAYSCALE`` (``(H, W)``) or
+          ``IMREAD_UNCHANGED`` (as stored, BGR order);
+        * ``numpy``: a ``.npy`` array or the first array of a ``.npz``.
+    :returns: uint8 ``(H, W)`` or ``(H, W, C)``; values are cast as Accuracy Checker's
+        ``astype(np.uint8)`` (16-bit and out-of-range values wrap).
+    :raises DatasetError: when the file is missing or cannot be decoded.
+    :raises ValueError: for a loader name not in :data:`MASK_LOADERS`.
     """
+    if loader not in MASK_LOADERS:
+        raise ValueError(f"unknown mask loader {loader!r}; expected one of {', '.join(MASK_LOADERS)}")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the mask ({e.strerror or e})") from e
     try:
         if loader == "numpy":
-            with open(path, "rb") as f:
-                loaded = np.load(f, allow_pickle=False)
-                if isinstance(loaded, np.lib.npyio.NpzFile):
-                    loaded = loaded[loaded.files[0]] if loaded.files else np.zeros((0, 0))
-            return np.asarray(loaded).astype(np.uint8)
-        blob = np.fromfile(path, dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read the mask ({getattr(e, 'strerror', None) or e})") from e
-    if loader == "opencv":
-        return _cv2_read(blob, cv2.IMREAD_COLOR, path).astype(np.uint8)
-    if loader == "opencv_gray":
-        return _cv2_read(blob, cv2.IMREAD_GRAYSCALE, path).astype(np.uint8)
-    if loader == "opencv_unchanged":
-        return _cv2_read(blob, cv2.IMREAD_UNCHANGED, path).astype(np.uint8)
-    data = blob.tobytes()
-    png = _parse_png(data, path) if data[:8] == _PNG_SIGNATURE else None
-    if png is not None and png.color_type == 3:
-        indices = _png_palette_indices(png, path, data)
-        if loader == "pillow":
-            return indices
-        return _palette_colors(png, indices, with_alpha=loader == "scipy" and png.alpha is not None)
-    image = _cv2_read(blob, cv2.IMREAD_UNCHANGED, path)
-    if image.ndim == 3:
-        if image.dtype == np.uint16:  # Pillow keeps the high byte of 16-bit colour images
-            image = (image >> 8).astype(np.uint8)
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB) \
-            if image.shape[2] in (3, 4) else image
-    if loader == "pillow_convert_to_rgb":
-        if image.ndim == 2:  # Pillow's convert("RGB") saturates 16-bit grey at 255
-            image = np.repeat(np.minimum(image, 255)[:, :, None], 3, axis=2)
-        return image[:, :, :3].astype(np.uint8)
-    if image.ndim == 2 and png is not None and png.color_type == 0 and png.depth == 1:
-        image = (image > 0).astype(np.uint8)  # Pillow's mode "1" reads as booleans
-    return image.astype(np.uint8)
+            return _decode_numpy(data).astype(np.uint8)
+        if loader in _CV2_FLAGS:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS[loader]) if data else None
+            if image is None:
+                raise ValueError("OpenCV cannot decode it")
+            return image.astype(np.uint8)
+        return _decode_pillow(data, loader).astype(np.uint8)
+    except _DECODE_ERRORS as e:
+        raise DatasetError(f"{path}: corrupt or unsupported mask file for mask_loader {loader!r} ({e}); "
+                           f"expected an image Pillow / OpenCV reads (a .npy / .npz array for 'numpy')") from e
+
+
+class MaskCache:
+    """A process-wide, thread-safe LRU cache of decoded mask files (:func:`read_mask` results).
+
+    Entries are keyed by the file path and loader and remember the file's modification time (ns)
+    and size: a file changed on disk is decoded again. Arrays are kept as decoded (uint8, read-only)
+    and their bytes are bounded by ``max_bytes`` (least recently used entries are evicted first; a
+    mask larger than the budget is not kept). A dataset whose masks fit is decoded once however
+    often it is scored; a larger one still works, evicted masks are read again.
+
+    :param max_bytes: the byte budget (default 256 MiB).
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[tuple[str, str], tuple[int, int, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, path: Path | str, loader: str = "pillow") -> np.ndarray:
+        """The read-only uint8 mask of ``path`` (see :func:`read_mask`), decoded at most once while
+        the file is unchanged and the entry is not evicted.
+
+        :raises DatasetError: when the file is missing or cannot be decoded.
+        """
+        name = os.fspath(path)
+        try:
+            st = os.stat(name)
+        except OSError as e:
+            raise DatasetError(f"{path}: cannot read the mask ({e.strerror or e})") from e
+        key, stamp = (name, loader), (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[:2] == stamp:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[2]
+            self.misses += 1
+        mask = read_mask(Path(name), loader)  # decoded outside the lock
+        mask.setflags(write=False)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2].nbytes
+            if mask.nbytes <= self.max_bytes:
+                while self._entries and self._bytes + mask.nbytes > self.max_bytes:
+                    self._bytes -= self._entries.popitem(last=False)[1][2].nbytes
+                self._entries[key] = (*stamp, mask)
+                self._bytes += mask.nbytes
+        return mask
+
+    def clear(self) -> None:
+        """Drops every entry and resets the hit / miss counters."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+    def info(self) -> dict[str, int]:
+        """``entries``, ``bytes`` (held), ``max_bytes``, ``hits`` and ``misses``."""
+        with self._lock:
+            return {"entries": len(self._entries), "bytes": self._bytes, "max_bytes": self.max_bytes,
+                    "hits": self.hits, "misses": self.misses}
+
+
+#: the cache :class:`MaskFileAnnotation` reads through
+MASK_CACHE = MaskCache()
 
 
 def _annotation_mask(mask: np.ndarray) -> np.ndarray:
@@ -351,15 +290,15 @@ def _annotation_mask(mask: np.ndarray) -> np.ndarray:
 
 class MaskFileAnnotation(SegmentationAnnotation):
     """A :class:`SegmentationAnnotation` whose mask is read from ``mask_path`` whenever ``mask`` is
-    read (until a mask is assigned).
+    read (until a mask is assigned), through :data:`MASK_CACHE` (decoded once while it fits).
 
     :param identifier: sample identifier.
     :param mask: an explicit mask, or None to read the file.
     :param mask_path: the mask file.
     :param loader: the :func:`read_mask` loader.
 
-    ``mask`` gives int64 ``(H, W)`` class ids for single-channel files and the uint8
-    ``(H, W, C)`` image for colour files (to be mapped by ``encode_segmentation_mask``).
+    ``mask`` gives a new array on each read: int64 ``(H, W)`` class ids for single-channel files,
+    the uint8 ``(H, W, C)`` image for colour files (to be mapped by ``encode_segmentation_mask``).
     :raises DatasetError: from ``mask`` when the file cannot be read.
     """
 
@@ -374,7 +313,8 @@ class MaskFileAnnotation(SegmentationAnnotation):
     def mask(self) -> np.ndarray:  # type: ignore[override]
         if self._mask is not None:
             return self._mask
-        return _annotation_mask(read_mask(Path(self.mask_path), self.loader))
+        mask = _annotation_mask(MASK_CACHE.get(self.mask_path, self.loader))
+        return mask.copy() if mask.dtype == np.uint8 else mask  # never the cached array itself
 
     @mask.setter
     def mask(self, value: np.ndarray) -> None:
@@ -865,6 +805,10 @@ _METRIC_KEYS = ("type", "name", "reference", "abs_threshold", "rel_threshold", "
                 "use_argmax", "ignore_label")
 
 
+#: bytes of per-sample confusion matrices a metric remembers between ``per_sample`` and ``evaluate``
+_MEMO_BYTES = 16 << 20
+
+
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
     out = np.full(num.shape, np.nan)
@@ -884,6 +828,12 @@ class _SegmentationMetric(ACMetric):
     The confusion matrix of a sample is int64 ``(K, K)`` (K = number of label-map entries), rows
     ground truth, columns prediction, counting the pixels whose both ids are in ``[0, K)``; with
     ``ignore_label`` its row and column are zeroed.
+
+    The matrices :meth:`per_sample` computes are remembered (by the identity of the prediction and
+    annotation objects, held weakly, and of their mask attributes; at most about 16 MiB of
+    matrices) and reused by the next :meth:`evaluate` over the same objects, which then forgets
+    them all: the evaluator's per-sample pass followed by the dataset value counts each pair once.
+    Masks edited in place between the two calls are not noticed.
     """
 
     annotation_kind = "segmentation"
@@ -891,6 +841,8 @@ class _SegmentationMetric(ACMetric):
 
     def __init__(self, params: Mapping, ctx: Context):
         super().__init__(params, ctx)
+        self._memo: OrderedDict[tuple[int, int], tuple] = OrderedDict()
+        self._memo_lock = threading.Lock()
         self.use_argmax = read_bool(params, "use_argmax", True, ctx)
         self.ignore_label = None
         if params.get("ignore_label") is not None:
@@ -947,8 +899,12 @@ class _SegmentationMetric(ACMetric):
         """
         n = len(self._label_ids())
         gt, pred = self._ids(prediction, annotation)
-        keep = (gt >= 0) & (gt < n) & (pred >= 0) & (pred < n)
-        cm = np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+        # int64 seen as uint64: negative ids become huge, so one comparison finds ids outside [0, n)
+        outside = (gt.view(np.uint64) >= n) | (pred.view(np.uint64) >= n)
+        cells = gt * n
+        cells += pred
+        cells[outside] = n * n  # an extra bin, dropped
+        cm = np.bincount(cells, minlength=n * n + 1)[:n * n].reshape(n, n)
         if self.ignore_label is not None:
             cm[self.ignore_label, :] = 0
             cm[:, self.ignore_label] = 0
@@ -973,22 +929,66 @@ class _SegmentationMetric(ACMetric):
         return self._sample_value(self.confusion_matrix(prediction, annotation))
 
     def per_sample(self, prediction, annotation) -> float:
-        """``nanmean`` of :meth:`update` (POT's per-sample reduction); NaN when nothing is counted."""
-        value = self.update(prediction, annotation)
+        """``nanmean`` of :meth:`update` (POT's per-sample reduction); NaN when nothing is counted.
+        The sample's confusion matrix is remembered for the next :meth:`evaluate`."""
+        cm = self.confusion_matrix(prediction, annotation)
+        self._remember(prediction, annotation, cm)
+        value = self._sample_value(cm)
         return _mean_or_nan(value) if isinstance(value, list) else float(value)
 
     def evaluate(self, predictions: Sequence, annotations: Sequence) -> float:
         """The dataset value from the confusion matrices summed over all samples (NaN when no
-        class has a value).
+        class has a value). Matrices remembered by :meth:`per_sample` for the same objects are
+        reused; the memory is emptied.
 
         :raises ConfigError: see :meth:`confusion_matrix`.
         :raises EngineError: see :meth:`confusion_matrix`.
         """
-        n = len(self._label_ids())
-        total = np.zeros((n, n), np.int64)
-        for prediction, annotation in zip(predictions, annotations):
-            total += self.confusion_matrix(prediction, annotation)
-        return self._dataset_value(total)
+        try:
+            n = len(self._label_ids())
+            total = np.zeros((n, n), np.int64)
+            for prediction, annotation in zip(predictions, annotations):
+                cm = self._recall(prediction, annotation, n)
+                total += cm if cm is not None else self.confusion_matrix(prediction, annotation)
+            return self._dataset_value(total)
+        finally:
+            with self._memo_lock:
+                self._memo.clear()
+
+    @staticmethod
+    def _mask_token(record) -> int:
+        """Identity of the mask a record holds (its ``mask`` attribute, or a file-backed
+        annotation's assigned ``_mask``), without reading a mask file."""
+        stored = vars(record)
+        return id(stored["mask"] if "mask" in stored else stored.get("_mask"))
+
+    def _remember(self, prediction, annotation, cm: np.ndarray) -> None:
+        try:
+            refs = (weakref.ref(prediction), weakref.ref(annotation))
+            tokens = (self._mask_token(prediction), self._mask_token(annotation))
+        except TypeError:  # not weak-referenceable, or no attribute dictionary: not remembered
+            return
+        key = (id(prediction), id(annotation))
+        limit = max(64, _MEMO_BYTES // (cm.nbytes + 256))
+        with self._memo_lock:
+            self._memo[key] = (refs, tokens, cm)
+            self._memo.move_to_end(key)
+            while len(self._memo) > limit:
+                self._memo.popitem(last=False)
+
+    def _recall(self, prediction, annotation, n: int) -> np.ndarray | None:
+        with self._memo_lock:
+            entry = self._memo.pop((id(prediction), id(annotation)), None)
+        if entry is None:
+            return None
+        (pred_ref, ann_ref), tokens, cm = entry
+        if pred_ref() is not prediction or ann_ref() is not annotation or cm.shape != (n, n):
+            return None
+        try:
+            same = tokens == (self._mask_token(prediction), self._mask_token(annotation))
+        except TypeError:
+            return None
+        return cm if same else None
 
 
 @register_metric("mean_iou", keys=_METRIC_KEYS)
