@@ -20,17 +20,18 @@ or the same content inline in the POT config's ``engine`` section::
 annotation, e.g. a calibration folder) and metrics on ``evaluation``. A list means its first
 dataset serves both.
 
-Supported (anything else is a :class:`~pot_cli.errors.ConfigError` naming the key and listing
-what is supported): launchers ``framework: dlsdk | openvino`` with adapters ``classification``
-and ``regression``; converters ``imagenet`` (``<file> <label>`` lines; ``labels_file``,
-``has_background``), ``cls_dataset_folder`` (one sub-folder per class, sorted) and
-``features_regression`` (a reference array per input file); readers ``opencv_imread``
-(``reading_flag`` color, gray, unchanged), ``numpy_reader`` (``.npy``/``.npz``) and
-``numpy_txt_reader``; preprocessing ``resize``, ``crop``, ``bgr_to_rgb``, ``rgb_to_bgr``,
-``bgr_to_gray``, ``normalization``; metrics from :mod:`pot_cli.engines.metrics`;
-``subsample_size`` (a count or ``"N%"``, seeded by ``subsample_seed``, default 666).
+The YAML is read as Open Model Zoo's quantizer gave it to POT (launcher selection across
+``models[]``, datasets completed from a definitions file, ``DATA_DIR`` roots:
+:mod:`pot_cli.engines.ac.config_reader`). Supported types (anything else is a
+:class:`~pot_cli.errors.ConfigError` naming the key and listing what is supported): launchers
+``framework: dlsdk | openvino``; the adapters ``classification`` and ``regression`` (the raw
+output is the prediction, read by :mod:`pot_cli.engines.metrics`) and every adapter, converter,
+postprocessing step and metric registered in :mod:`pot_cli.engines.ac.base` (detection and
+segmentation: ``docs/accuracy_checker_types.md`` lists them); readers and preprocessing of
+:mod:`pot_cli.engines.preprocessing`; ``CONST_INPUT`` launcher inputs; ``subsample_size`` (a
+count or ``"N%"``, seeded by ``subsample_seed``, default 666).
 
-Images are decoded with OpenCV (BGR), preprocessed in ``H x W x C`` order, then laid out for the
+Images are decoded (OpenCV: BGR; ``pillow_imread``: RGB), preprocessed in ``H x W x C`` order, then laid out for the
 model input (its ``layout``: the launcher's ``inputs``, ``engine.layout``, the IR, or inferred
 from the shape) with batch 1. Unlike the simplified engine nothing is resized or converted
 implicitly: a size or channel mismatch is an error that names the step to add.
@@ -52,6 +53,8 @@ import openvino as ov
 from pot_cli.config.loader import did_you_mean, resolve_path
 from pot_cli.config.model import EngineConfig, thaw
 from pot_cli.engines.ac import base as ac_base
+from pot_cli.engines.ac.classification import list_files as _list_files
+from pot_cli.engines.ac.classification import read_array as _read_array
 from pot_cli.engines.ac.config_reader import (Roots, load_definitions, prepare_dataset, read_yaml,
                                               select_model_entry)
 from pot_cli.engines.ac.representations import DatasetMeta, SampleMeta
@@ -67,8 +70,6 @@ log = logging.getLogger("pot")
 FRAMEWORKS = ("dlsdk", "openvino")
 #: adapters whose prediction is the raw output array, read by the classification and regression metrics
 RAW_ADAPTERS = ("classification", "regression")
-#: converters giving class labels or reference arrays (the others are in :data:`ac_base.CONVERTERS`)
-RAW_CONVERTERS = ("imagenet", "cls_dataset_folder", "features_regression")
 #: common keys of every metric entry that do not change its value
 METRIC_COMMON_KEYS = ("type", "name", "reference", "threshold", "abs_threshold", "rel_threshold", "presenter")
 
@@ -82,14 +83,15 @@ def adapters() -> tuple[str, ...]:
 def converters() -> tuple[str, ...]:
     """Every supported ``annotation_conversion.converter`` name."""
     _load_types()
-    return RAW_CONVERTERS + tuple(sorted(ac_base.CONVERTERS))
+    return tuple(sorted(ac_base.CONVERTERS))
 
 
 def _load_types() -> None:
     """Import the modules that register the detection and segmentation types."""
     import importlib
 
-    for module in ("converters", "detection", "postprocessing", "detection_metrics", "segmentation"):
+    for module in ("classification", "converters", "detection", "postprocessing", "detection_metrics",
+                   "segmentation"):
         try:
             importlib.import_module(f"pot_cli.engines.ac.{module}")
         except ModuleNotFoundError as e:  # pragma: no cover - only while a module is absent
@@ -104,9 +106,6 @@ _KEYS = {
     "dataset": ("name", "data_source", "annotation_conversion", "annotation", "dataset_meta", "reader",
                 "preprocessing", "postprocessing", "metrics", "subsample_size", "subsample_seed", "shuffle",
                 "batch", "segmentation_masks_source"),
-    "imagenet": ("converter", "annotation_file", "labels_file", "has_background", "images_dir"),
-    "cls_dataset_folder": ("converter", "data_dir"),
-    "features_regression": ("converter", "input_dir", "reference_dir", "input_suffix", "reference_suffix"),
 }
 
 
@@ -221,15 +220,6 @@ def _parse_launcher(launchers: Any, where: str, problems: Problems, index: int |
 
 # --- annotations ----------------------------------------------------------------------------------
 
-def _list_files(root: Path, extensions: Iterable[str]) -> list[Path]:
-    exts = {e.lower() for e in extensions}
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath, f) for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in exts)
-    return sorted(out, key=lambda p: p.relative_to(root).parts)
-
-
 def _read_list(path: Path) -> list[Path]:
     """Files of a ``.txt`` list (one per line, or ``<file> <label>``), relative to its folder."""
     try:
@@ -247,88 +237,6 @@ def _read_list(path: Path) -> list[Path]:
             raise DatasetError(f"{path}: listed file not found: {f}")
         files.append(f)
     return files
-
-
-def _read_array(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=1)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read the array ({e})") from e
-
-
-def _imagenet(conv: Mapping, root: Path | None, base: Path, where: str, problems: Problems):
-    if "annotation_file" not in conv:
-        problems.add(f"{where}.annotation_file", "missing required key; expected a file of '<file> <label>' lines")
-        return [], [], None
-    ann = resolve_path(str(conv["annotation_file"]), base)
-    images = resolve_path(str(conv["images_dir"]), base) if conv.get("images_dir") else root
-    if images is None:
-        problems.add(where, "needs the dataset's data_source (or images_dir) for the image files")
-        return [], [], None
-    try:
-        lines = ann.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as e:
-        raise DatasetError(f"{ann}: cannot read the annotation file ({e.strerror or e})") from e
-    shift = 1 if conv.get("has_background", False) else 0
-    files, labels, missing = [], [], []
-    for n, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 2 or not parts[-1].lstrip("-").isdigit() or int(parts[-1]) < 0:
-            raise DatasetError(f"{ann}: line {n}: {line.strip()!r}; expected '<file> <label>' with a label >= 0")
-        path = images / " ".join(parts[:-1])
-        if not path.is_file():
-            missing.append(path.name)
-        files.append(path)
-        labels.append(int(parts[-1]) + shift)
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DatasetError(f"{ann}: {len(missing)} listed file(s) not found in {images}: "
-                           f"{', '.join(missing[:5])}{more}")
-    names = None
-    if conv.get("labels_file"):
-        path = resolve_path(str(conv["labels_file"]), base)
-        try:
-            names = [l.strip() for l in path.read_text(encoding="utf-8-sig").splitlines() if l.strip()]
-        except OSError as e:
-            raise DatasetError(f"{path}: cannot read the labels file ({e.strerror or e})") from e
-        names = (["background"] if shift else []) + names
-    return files, labels, names
-
-
-def _class_folders(conv: Mapping, root: Path | None, base: Path, exts, where: str, problems: Problems):
-    data_dir = resolve_path(str(conv["data_dir"]), base) if conv.get("data_dir") else root
-    if data_dir is None or not data_dir.is_dir():
-        problems.add(f"{where}.data_dir", f"not a folder: {data_dir}; expected one sub-folder per class")
-        return [], [], None
-    classes = sorted(d.name for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = _list_files(data_dir / name, exts)
-        files += found
-        labels += [label] * len(found)
-    return files, labels, classes
-
-
-def _features_regression(conv: Mapping, root: Path | None, base: Path, where: str, problems: Problems):
-    inputs = resolve_path(str(conv["input_dir"]), base) if conv.get("input_dir") else root
-    if "reference_dir" not in conv:
-        problems.add(f"{where}.reference_dir", "missing required key; expected the folder of reference arrays")
-        return [], [], None
-    refs = resolve_path(str(conv["reference_dir"]), base)
-    in_suffix, ref_suffix = conv.get("input_suffix", ".txt"), conv.get("reference_suffix", ".txt")
-    if inputs is None or not inputs.is_dir():
-        problems.add(f"{where}.input_dir", f"not a folder: {inputs}")
-        return [], [], None
-    files = _list_files(inputs, [in_suffix])
-    references = []
-    for f in files:
-        ref = refs / (f.name[: -len(in_suffix)] + ref_suffix)
-        if not ref.is_file():
-            raise DatasetError(f"{ref}: reference for {f.name} not found; expected one per input file")
-        references.append(_read_array(ref).astype(np.float32))
-    return files, references, None
 
 
 # --- datasets -------------------------------------------------------------------------------------
@@ -594,34 +502,28 @@ def _kind_of(annotations: Sequence) -> str:
 
 def _convert(conv: Any, at: str, root: Path | None, base: Path, exts, problems: Problems,
              masks: Path | None = None):
-    """``(files, annotations, label names, annotation kind, dataset meta)`` of ``annotation_conversion``."""
+    """``(files, annotations, label names, annotation kind, dataset meta)`` of ``annotation_conversion``
+    (empty, with the problems recorded, when the entry or its files are wrong)."""
     converter = conv.get("converter") if isinstance(conv, Mapping) else None
-    if converter in RAW_CONVERTERS:
-        problems.keys(conv, _KEYS[converter], at)
-        if converter == "imagenet":
-            files, annotations, names = _imagenet(conv, root, base, at, problems)
-        elif converter == "cls_dataset_folder":
-            files, annotations, names = _class_folders(conv, root, base, exts, at, problems)
-        else:
-            files, annotations, names = _features_regression(conv, root, base, at, problems)
-        kind = "regression" if converter == "features_regression" else "label"
-        meta = DatasetMeta(dict(enumerate(names)) if names else {})
-        return files, annotations, names, kind, meta
     known = converters()
+    empty = ([], None, None, None, DatasetMeta())
     if converter not in ac_base.CONVERTERS:
         problems.add(f"{at}.converter", f"{converter!r} is not supported{did_you_mean(converter, known)}; "
                                         f"expected one of: {', '.join(known)}")
-        return [], None, None, None, DatasetMeta()
+        return empty
     reg = ac_base.CONVERTERS[converter]
     problems.keys(conv, ("converter",) + reg.keys, at)
-    ctx = ac_base.Context(problems, at, base, root, segmentation_masks_source=masks)
+    ctx = ac_base.Context(problems, at, base, root, segmentation_masks_source=masks, extensions=tuple(exts))
     before = len(problems.lines)
     instance = reg.cls(conv, ctx)
     if len(problems.lines) > before:
-        return [], None, None, None, DatasetMeta()
+        return empty
     converted = instance.convert()
+    if len(problems.lines) > before:
+        return empty
     names = [converted.meta.label_map[k] for k in sorted(converted.meta.label_map)] or None
-    return converted.files, converted.annotations, names, _kind_of(converted.annotations), converted.meta
+    kind = getattr(reg.cls, "annotation_kind", None) or _kind_of(converted.annotations)
+    return converted.files, converted.annotations, names, kind, converted.meta
 
 
 def _build_metrics(entries: Any, at: str, base: Path, root: Path | None, meta: DatasetMeta,

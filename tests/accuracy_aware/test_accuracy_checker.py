@@ -171,8 +171,8 @@ def test_no_openvino_launcher_names_what_was_found(images):
 
 def test_unsupported_converter(images):
     with pytest.raises(ConfigError, match=r"models\[0\]\.datasets\[0\]\.annotation_conversion\.converter: "
-                                          r"'market1501_reid' is not supported; expected one of: imagenet, "
-                                          r"cls_dataset_folder, features_regression"):
+                                          r"'market1501_reid' is not supported; expected one of: camvid, "
+                                          r"cityscapes, cls_dataset_folder, common_semantic_segmentation"):
         engine_of(images, original({"data_source": "imgs", "annotation_conversion": {"converter": "market1501_reid"}}))
 
 

@@ -44,6 +44,8 @@ class Context:
         with ``DATA_DIR``/``--data-dir`` roots when relative) or ``annotation``
         (``ANNOTATIONS_DIR``). Defaults to resolving against ``base``.
     :param segmentation_masks_source: the dataset's ``segmentation_masks_source`` folder, or None.
+    :param extensions: file suffixes the dataset's reader takes (``.png``, ``.npy``...), for
+        converters that list folders.
     """
 
     problems: Any
@@ -53,6 +55,7 @@ class Context:
     dataset_meta: DatasetMeta = field(default_factory=DatasetMeta)
     resolve: Callable[[Any, str], Path] | None = None
     segmentation_masks_source: Path | None = None
+    extensions: tuple[str, ...] = ()
 
     def add(self, key: str | None, message: str) -> None:
         """Record a problem at ``<where>.<key>`` (or at ``where`` when ``key`` is None)."""
@@ -69,7 +72,7 @@ class Context:
         """The context of a nested entry (``key`` a name or a list index)."""
         where = f"{self.where}[{key}]" if isinstance(key, int) else f"{self.where}.{key}"
         return Context(self.problems, where, self.base, self.data_source, self.dataset_meta, self.resolve,
-                       self.segmentation_masks_source)
+                       self.segmentation_masks_source, self.extensions)
 
 
 # --- typed parameter readers (report through ctx, return a usable default) ------------------------

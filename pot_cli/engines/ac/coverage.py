@@ -32,7 +32,6 @@ def supported_types() -> dict[str, tuple[str, ...]]:
 
 
 def _keys(section: str, name: str) -> str:
-    from pot_cli.engines import accuracy_checker as ac
     from pot_cli.engines.ac import base
     from pot_cli.engines.metrics import METRIC_KEYS
 
@@ -42,8 +41,6 @@ def _keys(section: str, name: str) -> str:
         keys = table[name].keys
     elif section == "metrics" and name in METRIC_KEYS:
         keys = METRIC_KEYS[name]
-    elif section == "converters" and name in ac._KEYS:
-        keys = tuple(k for k in ac._KEYS[name] if k != "converter")
     elif section == "preprocessing":
         from pot_cli.engines.preprocessing import _STEP_KEYS
         keys = tuple(k for k in _STEP_KEYS.get(name, ()) if k != "type")
