@@ -604,6 +604,28 @@ def _link_coco_metrics(metrics: Sequence, conv: Any, subsampled: bool) -> None:
                                       bool(conv.get("use_full_label_map", False)))
 
 
+_ROOTS_HINT = ("relative paths resolve against --data-dir / DATA_DIR when set, else the working directory or the "
+               "folder of the file that holds them")
+
+
+def _paths_exist(d: Mapping, root: Path | None, where: str, problems: Problems) -> bool:
+    """Check that ``data_source`` and every ``annotation_conversion`` file or folder exists
+    (a problem per missing path, naming its key); False when one is missing."""
+    ok = True
+    if root is not None and not root.exists():
+        problems.add(f"{where}.data_source", f"no such file or folder: {root}; {_ROOTS_HINT}")
+        ok = False
+    conv = d.get("annotation_conversion")
+    for key, value in (conv.items() if isinstance(conv, Mapping) else ()):
+        if (key.endswith("file") or key.endswith("dir")) and isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            if not path.exists():
+                what = "file" if key.endswith("file") else "folder"
+                problems.add(f"{where}.annotation_conversion.{key}", f"no such {what}: {path}; {_ROOTS_HINT}")
+                ok = False
+    return ok
+
+
 def _parse_dataset(d: Any, where: str, base: Path, problems: Problems) -> ACDataset | None:
     if not isinstance(d, Mapping):
         problems.add(where, "expected a mapping with name, data_source, annotation_conversion, metrics")
@@ -628,6 +650,8 @@ def _parse_dataset(d: Any, where: str, base: Path, problems: Problems) -> ACData
             steps.append(step)
     conv = d.get("annotation_conversion")
     files, annotations, names, kind, meta = [], None, None, None, DatasetMeta()
+    if not _paths_exist(d, root, where, problems):
+        return None
     if conv is not None:
         masks = resolve_path(str(d["segmentation_masks_source"]), base) if d.get("segmentation_masks_source") else None
         files, annotations, names, kind, meta = _convert(conv, f"{where}.annotation_conversion", root, base, exts,
@@ -643,8 +667,6 @@ def _parse_dataset(d: Any, where: str, base: Path, problems: Problems) -> ACData
         files = _read_list(root)
     elif root.is_file():
         files = [root]
-    else:
-        raise DatasetError(f"{problems.source}: {where}.data_source: no such folder: {root}")
     metrics = [] if d.get("metrics") is None else _build_metrics(d["metrics"], f"{where}.metrics", base, root, meta,
                                                                 problems)
     post = _build_postprocessing(d.get("postprocessing"), f"{where}.postprocessing", base, root, meta, problems)

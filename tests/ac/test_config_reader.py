@@ -187,3 +187,28 @@ def test_const_input_feeds_every_sample(tmp_path):
     with pytest.raises(DatasetError, match=r"CONST_INPUT missing: the model has no such input; expected one of: "
                                            "image_info, x"):
         eng.bind(model)
+
+
+def test_missing_data_paths_name_their_key_and_the_roots(tmp_path):
+    doc = {"models": [{"name": "m", "launchers": [{"framework": "openvino", "adapter": "classification"}],
+                       "datasets": [{"data_source": "nowhere", "annotation_conversion": {
+                           "converter": "imagenet", "annotation_file": "missing.txt"},
+                           "metrics": [{"type": "accuracy"}]}]}]}
+    yml = _write(tmp_path / "ac.yml", doc)
+    with pytest.raises(ConfigError) as e:
+        _engine(yml, Roots(data_dir=tmp_path / "data"))
+    src = f"{yml}: models[0].datasets[0]"
+    assert e.value.problems == [
+        f"{src}.annotation_conversion.annotation_file: no such file: {tmp_path / 'data' / 'missing.txt'}; relative "
+        "paths resolve against --data-dir / DATA_DIR when set, else the working directory or the folder of the file "
+        "that holds them",
+        f"{src}.data_source: no such file or folder: {tmp_path / 'data' / 'nowhere'}; relative paths resolve against "
+        "--data-dir / DATA_DIR when set, else the working directory or the folder of the file that holds them"]
+    assert e.value.exit_code == 2
+
+
+def test_a_missing_definitions_file_says_where_it_was_given(tmp_path):
+    yml = _write(tmp_path / "ac.yml", _omz_style())
+    with pytest.raises(ConfigError, match=r"nope\.yml: no such dataset definitions file \(given by --definitions or "
+                                          r"the DEFINITIONS_FILE environment variable\)"):
+        _engine(yml, Roots(definitions=tmp_path / "nope.yml"))

@@ -74,5 +74,5 @@ def test_segmentation_yaml_accuracy_aware_on_generated_text_masks(tmp_path):
               "--data-dir", data, "--max-drop", "0.01", "--output-dir", tmp_path / "out", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     aa = accuracy_aware(report_of(tmp_path / "out"))
-    assert 0.8 < aa["baseline"]["mean_iou"] < 0.97  # FP32: 0.894 on the 60-image set
+    assert 0.75 < aa["baseline"]["mean_iou"] < 0.92  # FP32: 0.826 on the 60-image set
     assert aa["final"]["drop"]["mean_iou"] <= 0.01 + 1e-9

@@ -234,6 +234,9 @@ def load_definitions(doc: Mapping, source: str, base: Path, roots: Roots) -> Def
     :raises ConfigError: the file cannot be read.
     """
     if roots.definitions is not None:
+        if not roots.definitions.is_file():
+            raise ConfigError(f"{roots.definitions}: no such dataset definitions file (given by --definitions or "
+                              "the DEFINITIONS_FILE environment variable); expected the definitions YAML")
         return Definitions(roots.definitions)
     if doc.get("global_definitions"):
         return Definitions(_resolve(doc["global_definitions"], None, base))
