@@ -13,7 +13,6 @@ from pot_cli.api.data_loader import AttrDict, DataLoader
 from pot_cli.api.engine import BatchSampler, Engine, append_stats, output_key, process_accumulated_stats
 from pot_cli.api.ie_engine import IEEngine, SimplifiedEngine
 from pot_cli.api.metric import Metric
-from pot_cli.api.ac_engine import ACEngine  # noqa: E402  (after the engines it builds on)
 from pot_cli.api.model import CompressedModel, compress_model_weights, load_model, save_model
 from pot_cli.pipeline import Pipeline, create_pipeline
 
@@ -22,3 +21,12 @@ __all__ = ["DataLoader", "Metric", "Engine", "IEEngine", "SimplifiedEngine", "AC
            "append_stats", "process_accumulated_stats", "output_key", "AttrDict", "DefaultQuantization",
            "MinMaxQuantization", "AccuracyAwareQuantization", "ActivationChannelAlignment", "FastBiasCorrection",
            "BiasCorrection"]
+
+
+def __getattr__(name: str):
+    """``ACEngine`` is imported on first use: it builds on the CLI's engines, which import this package."""
+    if name == "ACEngine":
+        from pot_cli.api.ac_engine import ACEngine
+
+        return ACEngine
+    raise AttributeError(f"module 'pot_cli.api' has no attribute {name!r}")

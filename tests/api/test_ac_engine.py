@@ -38,3 +38,13 @@ def test_ac_yaml_runs_evaluation_and_accuracy_aware_through_the_api(tmp_path, mo
     assert any(op.get_type_name() == "FakeQuantize" for op in int8.model.get_ops())
     value = pipeline.evaluate(int8)["accuracy@top1"]
     assert fp32["accuracy@top1"] - value <= 0.004 + 1e-9
+
+
+@pytest.mark.parametrize("first", ["pot_cli.engines.cli_engines", "pot_cli.api", "pot_cli.engines.evaluator"])
+def test_modules_import_in_any_order(first):
+    import subprocess
+    import sys
+
+    code = f"import {first}; from pot_cli.api import ACEngine, IEEngine; import pot_cli.engines.cli_engines"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
