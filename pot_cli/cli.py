@@ -99,8 +99,13 @@ def _add_file_log(path: Path, level: str) -> logging.Handler:
 def build_raw_config(config: str | None, quantize: str | None, preset: str | None, model: str | None,
                      weights: str | None, name: str | None, engine: str | None, data_source: str | None,
                      target_device: str | None, ac_config: str | None = None,
-                     max_drop: float | None = None, layout: str | None = None) -> tuple[dict, str, Path | None]:
+                     max_drop: float | None = None, layout: str | None = None,
+                     data_free: dict | None = None) -> tuple[dict, str, Path | None]:
     """Turn the flags into a raw POT config dict (flags override the config file's values).
+
+    ``data_free``: the flags ``--shape`` (``"1,3,224,224"``), ``--data-type`` and
+    ``--[no-]generate-data`` given (None values are left out); they set ``engine.shape``,
+    ``engine.data_type`` and ``engine.generate_data``.
 
     ``--ac-config`` selects the accuracy_checker engine with that file (replacing the config's
     engine data); ``--max-drop`` sets ``maximal_drop`` of AccuracyAwareQuantization;
@@ -129,9 +134,9 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
         source = "<command line>"
         if not model:
             raise UsageError("-q/--quantize needs -m/--model")
-        if quantize == "default" and not ac_config and not data_source:
-            raise UsageError("-q default needs --data-source DIR (simplified engine) or --ac-config FILE "
-                             "(accuracy_checker engine)")
+        if quantize == "default" and not ac_config and not data_source and engine != "data_free":
+            raise UsageError("-q default needs --data-source DIR (simplified engine), --ac-config FILE "
+                             "(accuracy_checker engine) or --engine data_free")
         if quantize == "accuracy_aware" and not ac_config:
             raise UsageError("-q accuracy_aware needs --ac-config FILE (an Accuracy Checker config with the "
                              "annotated dataset and its metrics)")
@@ -185,6 +190,16 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
                              "no such algorithm")
         for a in aa:
             a.setdefault("params", {})["maximal_drop"] = max_drop
+    for key, value in (data_free or {}).items():
+        if value is None:
+            continue
+        if key == "shape":
+            try:
+                value = [int(d) for d in str(value).strip().strip("[]()").split(",")]
+            except ValueError:
+                raise UsageError(f"--shape {value}: expected comma-separated integers, for example 1,3,224,224") \
+                    from None
+        raw["engine"][key] = value
     if target_device:
         raw["compression"]["target_device"] = target_device
     if preset and isinstance(raw["compression"].get("algorithms"), list):
@@ -202,8 +217,9 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.option("-m", "--model", type=click.Path(dir_okay=False), help="Path to the model .xml.")
 @click.option("-w", "--weights", type=click.Path(dir_okay=False), help="Path to the weights .bin (default: beside the .xml).")
 @click.option("-n", "--name", help="Model name used in output names (default: the .xml stem).")
-@click.option("--engine", type=click.Choice(["simplified", "accuracy_checker"]),
-              help="Engine type; -q default with --data-source means simplified.")
+@click.option("--engine", type=click.Choice(["simplified", "accuracy_checker", "data_free"]),
+              help="Engine type; -q default with --data-source means simplified; data_free calibrates on "
+                   "synthetic images cached in --data-source.")
 @click.option("--data-source", help="Calibration data: a folder, a glob pattern or a .txt list of files.")
 @click.option("--layout", help="Input layout when the IR and the shape do not tell it: NCHW, NHWC, ... or "
                                "name:LAYOUT pairs, e.g. image:NHWC,mask:NC (engine.layout).")
@@ -233,10 +249,17 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
               help="Root of relative data paths in the Accuracy Checker config (default: DATA_DIR).")
 @click.option("--annotations-dir", type=click.Path(file_okay=False),
               help="Root of relative annotation paths in the Accuracy Checker config (default: ANNOTATIONS_DIR).")
+@click.option("--shape", help="Input shape to calibrate with, e.g. 1,3,224,224 (engine.shape; needed by data_free "
+                              "for a dynamic height or width).")
+@click.option("--data-type", help="data_free: kind of data to generate (engine.data_type; only image).")
+@click.option("--generate-data/--no-generate-data", default=None,
+              help="data_free: generate synthetic images into --data-source when it holds none (default), or "
+                   "use only the images already there (engine.generate_data).")
 @click.version_option(__version__, "--version", prog_name="pot")
 def main(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights,
-         allow_quantized=False, layout=None, definitions=None, data_dir=None, annotations_dir=None):
+         allow_quantized=False, layout=None, definitions=None, data_dir=None, annotations_dir=None, shape=None,
+         data_type=None, generate_data=None):
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
     from pot_cli.client import create_model_and_pipeline, finish
 
@@ -244,7 +267,8 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
         cfg, options, run_dir = _prepare(config, quantize, preset, model, weights, name, engine, data_source,
                                          ac_config, max_drop, evaluate, target_device, output_dir, direct_dump,
                                          log_level, progress_bar, stream_output, keep_uncompressed_weights,
-                                         allow_quantized, layout, (definitions, data_dir, annotations_dir))
+                                         allow_quantized, layout, (definitions, data_dir, annotations_dir),
+                                         {"shape": shape, "data_type": data_type, "generate_data": generate_data})
         model, pipeline = create_model_and_pipeline(cfg, options)
         model = pipeline.run(model)
         session.code = _report(finish(cfg, options, run_dir, pipeline, model))
@@ -296,8 +320,11 @@ class _session:
 
 def _prepare(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
              target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
-             keep_uncompressed_weights, allow_quantized=False, layout=None, roots=(None, None, None)):
+             keep_uncompressed_weights, allow_quantized=False, layout=None, roots=(None, None, None),
+             data_free=None):
     """The validated config, the run options and the run folder (with its ``log.txt`` open).
+
+    ``data_free``: ``--shape``, ``--data-type``, ``--[no-]generate-data`` (see :func:`build_raw_config`).
 
     ``roots``: ``(--definitions, --data-dir, --annotations-dir)``; each unset one comes from its
     environment variable (``DEFINITIONS_FILE``, ``DATA_DIR``, ``ANNOTATIONS_DIR``).
@@ -313,7 +340,7 @@ def _prepare(config, quantize, preset, model, weights, name, engine, data_source
 
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
                                       target_device.upper() if target_device else None, ac_config, max_drop,
-                                      layout)
+                                      layout, data_free)
     cfg = validate_config(raw, source=source)
     if evaluate and cfg.engine.type != "accuracy_checker":
         raise UsageError(f"{source}: -e/--evaluate needs annotated data and metrics: the accuracy_checker engine "
@@ -348,7 +375,8 @@ def _report(result) -> int:
     if result.evaluation is not None:
         for metric, value in result.evaluation["metrics"].items():
             click.echo(f"{metric}: {value:.6f}")
-    click.echo(str(result.xml))
+    for xml in getattr(result, "xmls", None) or [result.xml]:  # a cascade: one .xml per sub-model
+        click.echo(str(xml))
     if not result.target_met:
         log.warning("the accuracy target was not met; the best model found was written (exit code %d)",
                     EXIT_TARGET_NOT_MET)

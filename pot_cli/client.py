@@ -20,7 +20,7 @@ from pot_cli.api.model import CompressedModel, load_model
 from pot_cli.config import PotConfig
 from pot_cli.errors import UsageError
 from pot_cli.graph.model import save_model_atomic
-from pot_cli.pipeline import Pipeline, create_pipeline
+from pot_cli.pipeline import Pipeline, check_cascade, create_pipeline
 from pot_cli.report.report import build_run_report, dump_report
 
 log = logging.getLogger("pot")
@@ -67,6 +67,8 @@ class RunResult:
     report: dict = field(default_factory=dict)
     target_met: bool = True
     evaluation: dict | None = None
+    #: a cascade: every sub-model's ``.xml`` (``xml`` is the first)
+    xmls: list[Path] = field(default_factory=list)
 
 
 def create_run_dir(options: RunOptions, model_name: str, algorithm: str, now: datetime | None = None) -> Path:
@@ -93,13 +95,20 @@ def create_engine(config: PotConfig, model: CompressedModel, options: RunOptions
     :raises UsageError: ``-e`` without annotated data.
     :raises ConfigError: the data or Accuracy Checker config does not fit.
     """
-    from pot_cli.engines.cli_engines import create_ac_engine, create_simplified_engine
+    from pot_cli.engines.cli_engines import create_ac_engine, create_data_free_engine, create_simplified_engine
 
+    if model.is_cascade:
+        return _create_cascade_engine(config, model, options)
     if config.engine.type != "accuracy_checker":
         if options.evaluate:
             raise UsageError(f"{config.source}: -e/--evaluate needs annotated data and metrics: engine type "
                              "'accuracy_checker' with an Accuracy Checker config (--ac-config or engine.config)")
-        engine = create_simplified_engine(config.engine, model.model)
+        if config.engine.type == "data_free":
+            from pot_cli.engines.data_free import subset_size
+
+            engine = create_data_free_engine(config.engine, model.model, subset_size(config.compression.algorithms))
+        else:
+            engine = create_simplified_engine(config.engine, model.model)
     else:
         engine = create_ac_engine(config.engine, config.source, model.model, roots=options.ac_roots)
         accuracy_aware = any(a.name == "AccuracyAwareQuantization" for a in config.compression.algorithms)
@@ -112,11 +121,35 @@ def create_engine(config: PotConfig, model: CompressedModel, options: RunOptions
     return engine
 
 
+def _create_cascade_engine(config: PotConfig, model: CompressedModel, options: RunOptions):
+    """A cascade's engine: the Accuracy Checker custom evaluator of ``engine.config``
+    (:mod:`pot_cli.engines.cascade`)."""
+    from pot_cli.engines.cascade import create_cascade_engine
+
+    if config.engine.type != "accuracy_checker":
+        raise UsageError(f"{config.source}: engine.type '{config.engine.type}': model '{model.name}' is a cascade "
+                         f"({', '.join(model.names)}); expected engine type 'accuracy_checker' with an Accuracy "
+                         "Checker YAML whose 'evaluations' entry runs the stages (e.g. configs/examples/mtcnn.yaml)")
+    engine = create_cascade_engine(config.engine, config.source, model.names, roots=options.ac_roots)
+    engine.progress = "stream" if options.stream_output else "bar" if options.progress_bar else None
+    return engine
+
+
 def _evaluate(pipeline: Pipeline, model: CompressedModel, options: RunOptions) -> dict | None:
     """``-e``: the evaluation section (AccuracyAwareQuantization's own when it evaluated the whole set)."""
     if not options.evaluate:
         return None
     t = time.perf_counter()
+    if model.is_cascade:  # the engine runs the stages and has the metric
+        metrics = pipeline.evaluate(model)
+        if metrics is None:
+            raise UsageError("-e/--evaluate: the cascade's engine has no metric")
+        section = {"dataset": type(pipeline.engine.data_loader).__name__, "samples": len(pipeline.engine.data_loader),
+                   "metrics": {k: float(v) for k, v in metrics.items()}, "time_s": round(time.perf_counter() - t, 3)}
+        pipeline.state.timed("evaluation_s", t)
+        log.info("Evaluation of the output cascade (%d samples): %s", section["samples"],
+                 ", ".join(f"{k} {v:.6g}" for k, v in section["metrics"].items()))
+        return section
     state, engine = pipeline.state, pipeline.engine
     aa = state.accuracy_aware
     annotation_free = any(a.params.annotation_free for a in pipeline.algo_seq if a.name == "AccuracyAwareQuantization")
@@ -138,11 +171,20 @@ def create_model_and_pipeline(config: PotConfig, options: RunOptions) -> tuple[C
     :raises PotError: the model cannot be read, the config does not fit it, the data cannot be read.
     """
     t0 = time.perf_counter()
-    model = load_model({"model_name": config.model.model_name, "model": config.model.model,
-                        "weights": config.model.weights, "allow_quantized": options.allow_quantized})
+    if config.model.cascade:
+        model = load_model({"model_name": config.model.model_name, "allow_quantized": options.allow_quantized,
+                            "cascade": [{"name": c.name, "model": c.model, "weights": c.weights}
+                                        for c in config.model.cascade]})
+    else:
+        model = load_model({"model_name": config.model.model_name, "model": config.model.model,
+                            "weights": config.model.weights, "allow_quantized": options.allow_quantized})
     load_s = time.perf_counter() - t0
-    for algo in create_algorithms(config.compression.algorithms, None, config.source):
-        algo.check(model.model)
+    algos = create_algorithms(config.compression.algorithms, None, config.source)
+    if model.is_cascade:
+        check_cascade(algos, model)
+    else:
+        for algo in algos:
+            algo.check(model.model)
     t = time.perf_counter()
     engine = create_engine(config, model, options)
     pipeline = create_pipeline(config.compression.algorithms, engine, source=config.source,
@@ -171,6 +213,8 @@ def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipel
     state = pipeline.state
     target = Path(run_dir) / "optimized"
     name = config.model.model_name
+    if model.is_cascade:
+        return _save_cascade(config, options, target, pipeline, model, evaluation, t)
     report = build_run_report(config, options, state, target / f"{name}.xml", __version__,
                               skipped=[str(p) for p in getattr(pipeline.engine, "skipped", [])], evaluation=evaluation)
     state.timed("report_s", t)
@@ -189,3 +233,29 @@ def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipel
     aa = state.accuracy_aware
     return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
                      target_met=aa is None or aa.target_met, evaluation=evaluation)
+
+
+def _save_cascade(config: PotConfig, options: RunOptions, target: Path, pipeline: Pipeline, model: CompressedModel,
+                  evaluation: dict | None, started: float) -> RunResult:
+    """Write every sub-model as ``<model_name>_<sub>.xml|.bin`` (the original's names) and
+    ``report.json`` (rows per sub-model), together, atomically."""
+    from pot_cli.report.report import build_cascade_report
+
+    state, name = pipeline.state, config.model.model_name
+    stems = {m["name"]: f"{name}_{m['name']}" for m in model.models}
+    report = build_cascade_report(config, options, state, pipeline.states, {n: target / f"{s}.xml" for n, s in stems.items()},
+                                  __version__, skipped=[str(p) for p in getattr(pipeline.engine, "skipped", [])],
+                                  evaluation=evaluation)
+    state.timed("report_s", started)
+
+    def report_files(save_seconds: float) -> dict[str, str]:
+        report["time_s"].update(report_s=state.times["report_s"], save_s=save_seconds,
+                                total_s=time.perf_counter() - state.started)
+        return {"report.json": dump_report(report)}
+
+    models = {stems[m["name"]]: m["model"] for m in model.models}
+    xml = save_model_atomic(models, target, stems[model.names[0]], extra_files=report_files)
+    xmls = [target / f"{s}.xml" for s in stems.values()]
+    log.info("Quantized cascade written to %s", ", ".join(str(x) for x in xmls))
+    return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
+                     evaluation=evaluation, xmls=xmls)

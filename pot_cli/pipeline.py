@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import openvino as ov
 
@@ -94,6 +94,8 @@ class Pipeline:
         self.keep_uncompressed_weights = keep_uncompressed_weights
         self._algo_seq: list = []
         self.state: RunState | None = None
+        #: for a cascade: the :class:`RunState` of each sub-model, by name
+        self.states: dict[str, RunState] = {}
         #: seconds already spent before :meth:`run` (the CLI's model and data loading)
         self.times: dict[str, float] = {}
         #: :meth:`check` already ran on the model (the CLI checks before reading the data)
@@ -114,8 +116,12 @@ class Pipeline:
 
         :raises ConfigError: naming the key and the missing node.
         """
+        model = _compressed(model)
+        if model.is_cascade:
+            check_cascade(self._algo_seq, model)
+            return
         for algo in self._algo_seq:
-            algo.check(_compressed(model).model)
+            algo.check(model.model)
 
     def run(self, model):
         """Run the algorithms on ``model`` (a :class:`~pot_cli.api.CompressedModel` or an
@@ -125,7 +131,7 @@ class Pipeline:
         """
         model = _compressed(model)
         if model.is_cascade:
-            raise NotSupportedError(f"model '{model.name}': cascaded models are not supported yet")
+            return self._run_cascade(model)
         log.info("pot %s, OpenVINO %s", __version__, ov.__version__)
         state = RunState(self.engine, self.keep_uncompressed_weights, dict(self.times))
         state.started -= sum(self.times.values())
@@ -137,6 +143,68 @@ class Pipeline:
             model = algo.run(model, state) or model
         return model
 
+    def _run_cascade(self, model):
+        """Run the algorithms on each sub-model of a cascade (their own ignored scopes,
+        ``ignored.<sub-model>``), with statistics from the engine running the whole cascade
+        (:meth:`~pot_cli.api.Engine.collect_cascade_statistics`): the statistics passes the
+        sub-models ask for at the same step are one pass (:class:`_CascadeScheduler`), so with
+        DefaultQuantization every sub-model is measured on the float cascade, as in the original.
+        ``self.states`` holds each sub-model's :class:`RunState`; ``self.state`` the run's (times
+        of the whole run: ``statistics_s`` the shared passes, ``quantization_s`` the rest).
+
+        :raises NotSupportedError: AccuracyAwareQuantization, or an engine that runs one model (IEEngine).
+        """
+        from pot_cli.api.ie_engine import IEEngine
+
+        log.info("pot %s, OpenVINO %s", __version__, ov.__version__)
+        aa = [a.name for a in self._algo_seq if a.name == "AccuracyAwareQuantization"]
+        if aa:
+            raise NotSupportedError(f"model '{model.name}': AccuracyAwareQuantization on a cascade of "
+                                    f"{len(model.models)} models is not supported; expected DefaultQuantization or "
+                                    "MinMaxQuantization (each sub-model is quantized on statistics of the whole cascade)")
+        if isinstance(self.engine, IEEngine):
+            raise NotSupportedError(f"model '{model.name}': {type(self.engine).__name__} runs one model; a cascade of "
+                                    f"{len(model.models)} models needs an Engine whose predict runs the stages "
+                                    "(see examples/face_detection/mtcnn_engine.py)")
+        state = RunState(self.engine, self.keep_uncompressed_weights, dict(self.times))
+        state.started -= sum(self.times.values())
+        self.state = state
+        self.states = {}
+        self.engine.set_model(model)
+        if not self.checked:
+            self.check(model)
+        scheduler = _CascadeScheduler(self.engine, model)
+
+        def job(name: str):
+            sub_engine = _SubModelEngine(self.engine, scheduler, name)
+            algos = [a.for_sub_model(name, sub_engine) for a in self._algo_seq]
+            for k, a in enumerate(algos):
+                a.following = algos[k + 1:]
+            sub_state = RunState(sub_engine, self.keep_uncompressed_weights)
+            self.states[name] = sub_state
+
+            def run() -> None:
+                if all(a.params.ignored.skip_model for a in algos):
+                    log.info("sub-model '%s': skip_model, left in floating point", name)
+                else:
+                    log.info("sub-model '%s' of cascade '%s': %s", name, model.name,
+                             ", ".join(a.name for a in algos))
+                view = model.sub_model(name)
+                for algo in algos:
+                    view = algo.run(view, sub_state) or view
+                next(m for m in model.models if m.get("name") == name)["model"] = view.model
+            return run
+
+        started = time.perf_counter()
+        scheduler.run({name: job(name) for name in model.names})
+        # each sub-model's times include the shared passes it waited for: the run's own are
+        # the passes once, and the rest of the wall time as quantization
+        state.times["statistics_s"] = scheduler.seconds
+        state.times["quantization_s"] = time.perf_counter() - started - scheduler.seconds
+        state.samples_used = scheduler.samples
+        self.engine.set_model(model)
+        return model
+
     def evaluate(self, model) -> Any:
         """The engine's metrics of ``model``: ``engine.set_model(model)``, then ``engine.predict()``.
 
@@ -145,6 +213,152 @@ class Pipeline:
         self.engine.set_model(_compressed(model))
         metrics, _ = self.engine.predict(None, None, None, False, True)
         return metrics
+
+
+class _Cancelled(Exception):
+    """Stops a sub-model's algorithms after another sub-model failed."""
+
+
+class _CascadeScheduler:
+    """Runs the algorithms of every sub-model of a cascade so that their statistics passes are
+    shared: each sub-model's algorithms run in a thread of their own, **one thread at a time**
+    (no two ever run together), until they ask for statistics or end; once every sub-model waits
+    or has ended, one pass of the whole cascade (:meth:`~pot_cli.api.Engine.collect_cascade_statistics`)
+    measures what all of them asked for, then each resumes in cascade order. So DefaultQuantization
+    of a 3-model cascade costs one pass over the calibration data, on the float cascade, as the
+    original's single statistics pass.
+    """
+
+    def __init__(self, engine, cascade):
+        import threading
+
+        self.engine, self.cascade = engine, cascade
+        self.cond = threading.Condition()
+        self.waiting: dict[str, tuple] = {}
+        self.answers: dict[str, Any] = {}
+        self.running: str | None = None
+        #: seconds spent in shared statistics passes, and the most calibration samples of one
+        self.seconds, self.samples = 0.0, 0
+
+    def collect(self, name: str, model: ov.Model, requests, indices, what: str) -> Statistics:
+        """Called from sub-model ``name``'s thread: wait for the next shared pass."""
+        with self.cond:
+            self.waiting[name] = (model, list(requests), list(indices), what)
+            self.running = None
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: name in self.answers and self.running == name)
+            answer = self.answers.pop(name)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _step(self, name: str) -> None:
+        """Let ``name``'s thread run until it waits for statistics or ends."""
+        with self.cond:
+            self.running = name
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.running is None)
+
+    def run(self, jobs: dict[str, Callable[[], None]]) -> None:
+        """Run ``{sub-model name: job}`` to the end; re-raises the first failure (cascade order)."""
+        import threading
+
+        errors: dict[str, BaseException] = {}
+
+        def body(name: str, job) -> None:
+            with self.cond:
+                self.cond.wait_for(lambda: self.running == name)
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                errors[name] = e
+            finally:
+                with self.cond:
+                    self.running = None
+                    self.cond.notify_all()
+
+        threads = [threading.Thread(target=body, args=(n, j), name=f"pot-{n}", daemon=True) for n, j in jobs.items()]
+        for t in threads:
+            t.start()
+        for name in jobs:
+            self._step(name)
+        while self.waiting:
+            pending, self.waiting = self.waiting, {}
+            if errors:
+                for name in pending:
+                    self.answers[name] = _Cancelled()
+            else:
+                groups: dict[tuple, dict] = {}
+                for name, (model, requests, indices, what) in pending.items():
+                    groups.setdefault((tuple(indices), what), {})[name] = (model, requests)
+                for (indices, what), wanted in groups.items():
+                    t = time.perf_counter()
+                    self.samples = max(self.samples, len(indices))
+                    try:
+                        self.answers.update(self.engine.collect_cascade_statistics(self.cascade, wanted,
+                                                                                   list(indices), what))
+                    except BaseException as e:  # noqa: BLE001 - raised in each waiting thread
+                        self.answers.update({name: e for name in wanted})
+                    self.seconds += time.perf_counter() - t
+            for name in jobs:
+                if name in pending:
+                    self._step(name)
+        for t in threads:
+            t.join()
+        real = [errors[n] for n in jobs if n in errors and not isinstance(errors[n], _Cancelled)]
+        if real:
+            raise real[0]
+
+
+class _SubModelEngine:
+    """The pipeline's engine as the algorithms of one sub-model of a cascade see it: statistics
+    passes run the whole cascade (:meth:`~pot_cli.api.Engine.collect_cascade_statistics`); the
+    steps that feed the model themselves (SmoothQuant's search, If bodies, the speed check) are
+    skipped; everything else is the engine's."""
+
+    has_sample_feeds = False
+
+    def __init__(self, engine, scheduler: _CascadeScheduler, name: str):
+        self._engine, self._scheduler, self.name = engine, scheduler, name
+
+    def __getattr__(self, attr):
+        return getattr(self._engine, attr)
+
+    def collect_statistics(self, model: ov.Model, requests, indices, what: str = "statistics") -> Statistics:
+        return self._scheduler.collect(self.name, model, requests, indices, what)
+
+    def iter_samples(self, indices):
+        raise NotSupportedError(f"sub-model '{self.name}' of a cascade: the engine runs the stages, so it gives "
+                                "no model inputs to the pipeline")
+
+    def evaluator(self):
+        raise NotSupportedError(f"sub-model '{self.name}' of a cascade: evaluation runs the whole cascade "
+                                "(Pipeline.evaluate); AccuracyAwareQuantization is not supported on cascades")
+
+
+def check_cascade(algos: list, model) -> None:
+    """Check each algorithm's ``ignored`` against a cascade: its keys must be sub-model names
+    (``scope``/``operations`` of a cascade are given per sub-model), and each sub-model's scope
+    must name nodes of that sub-model.
+
+    :raises ConfigError: naming the key, the sub-models and the missing node.
+    """
+    from pot_cli.config.loader import did_you_mean
+    from pot_cli.errors import ConfigError
+
+    names = model.names
+    for algo in algos:
+        ignored = algo.params.ignored
+        if ignored.scope or ignored.operations:
+            raise ConfigError(f"{algo.ignored_key}: model '{model.name}' is a cascade; expected the ignored scope "
+                              f"keyed by sub-model name ({', '.join(names)}), e.g. "
+                              f"{{'{names[0]}': {{'scope': [...]}}}}")
+        for key in ignored.models:
+            if key not in names:
+                raise ConfigError(f"{algo.ignored_key}.{key}: no sub-model '{key}'{did_you_mean(key, names)}; "
+                                  f"expected one of: {', '.join(names)}")
+        for name in names:
+            algo.for_sub_model(name, None).check(model.sub_model(name).model)
 
 
 def _compressed(model):

@@ -29,6 +29,19 @@ A candidate then costs one graph edit, one compilation and its inference; re-run
 algorithm with the group in ``ignored_scope`` would give the same model but cost three more
 compilations (weights, biases, bias shifts) per candidate. The statistics are collected once and
 looked up by node for the other base-algorithm variants (mixed preset, tuned ranges).
+
+GNA (``target_device`` GNA, GNA3, GNA3.5; the original POT's AccuracyAwareGNA): a layer is not
+put back in floating point but *switched* from 8 to 16 bits. The groups are the weighted layers
+whose weights are 8-bit in the ``performance`` preset model (GNA: MatMul; GNA3/GNA3.5 also
+Convolution, whose input FakeQuantize is switched to 16 bits with its weights, as GNA3 runs
+convolutions 8x8 or 16x16); the 16-bit ``accuracy`` preset model (every weighted layer with
+16-bit per-tensor weights, 16-bit inputs) is quantized once from the same statistics, and a
+switch copies that model's weights, bias (bias correction for the 16-bit weights) and input
+FakeQuantize into the layer (:func:`switch_group`). The baseline the drop is measured against is
+that 16-bit model's metric, as the original's (the FP32 metric is reported beside it as
+``fp32_metrics``), and the per-sample ranking compares against the 16-bit model's outputs. Only
+preset ``performance`` is accepted (``mixed``, or POT's ``accuracy``, has nothing 8-bit to
+switch); ``convert_to_mixed_preset`` and ``annotation_free`` are not used, as in the original.
 """
 from __future__ import annotations
 
@@ -42,9 +55,11 @@ from typing import Callable
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 
 from pot_cli.algorithms.default import DefaultQuantization, DefaultQuantizationResult
 from pot_cli.algorithms.min_max import MinMaxSettings, carries_quantized
+from pot_cli.algorithms.settings import GNA_DEVICES
 from pot_cli.config.model import QuantizationParams
 from pot_cli.engines.evaluator import Evaluation, Evaluator
 from pot_cli.engines.metrics import Metric
@@ -84,6 +99,8 @@ class AccuracyAwareResult:
         the order they were reverted (the user's ``ignored`` scope is not listed).
     :param evaluation: the final model's evaluation on the whole evaluation set.
     :param report: the ``accuracy_aware`` section of ``report.json``.
+    :param switched: GNA: the layers switched from 8-bit to 16-bit quantization, in order
+        (``reverted`` is then empty).
     """
 
     model: ov.Model
@@ -92,6 +109,7 @@ class AccuracyAwareResult:
     reverted: list[str]
     evaluation: Evaluation
     report: dict
+    switched: list[str] = field(default_factory=list)
 
 
 def _flat(output) -> np.ndarray:
@@ -194,6 +212,83 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
     model.validate_nodes_and_infer_types()
 
 
+def check_gna_preset(params: QuantizationParams, source: str = "compression.algorithms[0].params") -> None:
+    """GNA targets need preset ``performance`` (the original's AccuracyAwareGNA).
+
+    :raises ConfigError: naming the key, for ``mixed`` (POT's ``accuracy`` is read as ``mixed``).
+    """
+    if params.target_device in GNA_DEVICES and params.preset != "performance":
+        raise ConfigError(
+            f"{source}.preset: '{params.preset}' is not supported by AccuracyAwareQuantization with target_device "
+            f"{params.target_device} (POT's 'accuracy' preset reads as 'mixed'): it switches layers from 8-bit to "
+            "16-bit quantization, so it starts from the 8-bit preset; expected preset 'performance'")
+
+
+#: weighted ops whose input FakeQuantize switches to 16 bits with their weights on GNA3/GNA3.5
+_GNA3_CONVOLUTIONS = frozenset({"Convolution", "GroupConvolution"})
+
+
+def switchable_groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ...]:
+    """GNA: friendly names of the weighted ops whose weights are quantized with at most 8 bits
+    (256 levels), in topological order."""
+    eight = {c.rsplit(":", 1)[0] for q in result.quantizers if q.kind == "weights" and q.levels <= 256
+             for c in q.consumers}
+    return tuple(op.get_friendly_name() for op in model.get_ordered_ops()
+                 if op.get_friendly_name() in eight and op.get_type_name() != "Gather")
+
+
+def switch_group(model: ov.Model, group: str, wide_ops: dict[str, ov.Node], target_device: str,
+                 is_wide_constant: Callable[[ov.Output], bool]) -> list[str]:
+    """Switch layer group ``group`` of a quantized ``model`` from 8-bit to 16-bit quantization, in place.
+
+    The op's constant inputs (its weights: INT16 constant, Convert, scale Multiply, or a
+    65535-level FakeQuantize with ``--keep-uncompressed-weights``) and a bias Add's constant are
+    read from the 16-bit ``accuracy`` preset model instead (those nodes are shared with it; it is
+    never edited). On GNA3/GNA3.5 a Convolution's data input gets its own FakeQuantize with that
+    model's 16-bit bounds and levels (a FakeQuantize shared with other consumers keeps serving
+    them); a quantizer moved in front of a MaxPool or Reshape is left 8-bit (logged).
+
+    :param model: a model quantized with preset ``performance`` from the float model the
+        ``accuracy`` preset model was quantized from.
+    :param group: friendly name of a weighted op with 8-bit weights.
+    :param wide_ops: friendly name -> op of the 16-bit (``accuracy`` preset) model.
+    :param target_device: GNA, GNA3 or GNA3.5.
+    :param is_wide_constant: predicate on an output of the 16-bit model: a constant sub-graph.
+    :return: names of the new input FakeQuantize ops (GNA3/GNA3.5 convolutions), else empty.
+    """
+    node = next(op for op in model.get_ops() if op.get_friendly_name() == group)
+    wide = wide_ops[group]
+    added = []
+    for port in range(node.get_input_size()):
+        inp, wide_src = node.input(port), wide.input(port).get_source_output()
+        if is_wide_constant(wide_src):
+            inp.replace_source_output(wide_src)
+            continue
+        if target_device == "GNA" or node.get_type_name() not in _GNA3_CONVOLUTIONS:
+            continue
+        fq, wide_fq = inp.get_source_output().get_node(), wide_src.get_node()
+        if fq.get_type_name() != "FakeQuantize" or wide_fq.get_type_name() != "FakeQuantize":
+            log.info("%s: its input quantizer is not right in front of it; the input stays 8-bit", group)
+            continue
+        new = ops.fake_quantize(fq.input_value(0), *(wide_fq.input_value(k) for k in range(1, 5)),
+                                wide_fq.get_attributes()["levels"])
+        name = f"{group}/fq_input_{port}_16bit"
+        new.set_friendly_name(name)
+        inp.replace_source_output(new.output(0))
+        added.append(name)
+    for target in node.output(0).get_target_inputs():
+        add = target.get_node()
+        wide_add = wide_ops.get(add.get_friendly_name())
+        if add.get_type_name() != "Add" or wide_add is None or wide_add.get_type_name() != "Add":
+            continue
+        other = 1 - target.get_index()
+        wide_bias = wide_add.input(other).get_source_output()
+        if is_wide_constant(wide_bias):
+            add.input(other).replace_source_output(wide_bias)
+    model.validate_nodes_and_infer_types()
+    return added
+
+
 class AccuracyAwareQuantization:
     """Greedy reverting of quantized layer groups until ``maximal_drop`` holds.
 
@@ -209,14 +304,30 @@ class AccuracyAwareQuantization:
     :param mixed_settings: the settings of the ``mixed`` preset (``convert_to_mixed_preset``).
     :param compress_weights: store weights as INT8 constants (as the saved model will).
     :param progress: show a tqdm bar over the iterations (``stream``: one line per update).
+    :param accuracy_settings: GNA targets: the settings of the 16-bit ``accuracy`` preset (the
+        baseline model and the source of switched layers); default: made from the hardware config.
+    :raises ConfigError: a GNA target with a preset other than ``performance``.
     """
 
     def __init__(self, params: QuantizationParams, settings: MinMaxSettings, evaluator: Evaluator,
                  collect: CollectFn, mixed_settings: MinMaxSettings | None = None, compress_weights: bool = True,
-                 progress: bool = False, stream: bool = False):
+                 progress: bool = False, stream: bool = False, accuracy_settings: MinMaxSettings | None = None):
         self.params = params
         self.settings = {"base": settings}
-        if mixed_settings is not None and params.convert_to_mixed_preset and settings.activation_mode == "symmetric":
+        #: GNA: layers switch from 8 to 16 bits instead of going back to floating point
+        self.gna = params.target_device in GNA_DEVICES
+        if self.gna:
+            check_gna_preset(params)
+            if accuracy_settings is None:
+                from pot_cli.algorithms.settings import create_min_max_settings
+                from pot_cli.config import load_hardware_config
+
+                accuracy_settings = dataclasses.replace(
+                    create_min_max_settings(dataclasses.replace(params, preset="mixed"),
+                                            load_hardware_config(params.target_device), settings.config_source),
+                    ignored_scope=settings.ignored_scope)
+            self.settings["accuracy"] = accuracy_settings
+        elif mixed_settings is not None and params.convert_to_mixed_preset and settings.activation_mode == "symmetric":
             self.settings["mixed"] = mixed_settings
         self.evaluator = evaluator
         self.collect = collect
@@ -248,6 +359,9 @@ class AccuracyAwareQuantization:
         """Every statistic the fully quantized model needs (planned on ``model``, not modified)."""
         self._fp = model
         self._requests = self._algorithm(self.settings["base"]).statistic_requests(model)
+        if self.gna:  # the 16-bit model's (its OverflowCorrection reads more layer outputs)
+            more = self._algorithm(self.settings["accuracy"]).statistic_requests(model)
+            self._requests += [r for r in more if r not in self._requests]
         return list(self._requests)
 
     def _statistics(self, model: ov.Model, requests: list[StatisticRequest]) -> Statistics:
@@ -272,7 +386,8 @@ class AccuracyAwareQuantization:
         algorithm = self._algorithm(self.settings[settings_name])
         requests = algorithm.statistic_requests(model)
         result = algorithm.apply(model, self._statistics(model, requests))
-        variant = Variant(frozenset(), settings_name, model, result, _groups(model, result))
+        groups = switchable_groups(model, result) if self.gna else _groups(model, result)
+        variant = Variant(frozenset(), settings_name, model, result, groups)
         self._variants[key] = variant
         return variant
 
@@ -282,13 +397,44 @@ class AccuracyAwareQuantization:
         if key in self._variants:
             return self._variants[key]
         model = parent.model.clone()
-        revert_group(model, group, self._fp_ops, self._fp_constant)
         reverted = parent.reverted | {group}
-        result = parent.result.without(reverted, model)
+        if self.gna:
+            added = switch_group(model, group, self._wide_ops, self.params.target_device, self._wide_constant)
+            result = self._switched_result(parent.result, group, added)
+        else:
+            revert_group(model, group, self._fp_ops, self._fp_constant)
+            result = parent.result.without(reverted, model)
         variant = Variant(reverted, parent.settings_name, model, result,
                           tuple(g for g in parent.groups if g != group))
         self._variants[key] = variant
         return variant
+
+    def _switched_result(self, result: DefaultQuantizationResult, group: str,
+                         added: list[str]) -> DefaultQuantizationResult:
+        """The report records after ``group`` switched to 16 bits: its weight rows and bias
+        correction come from the 16-bit model, and a new input FakeQuantize gets its row."""
+        wide = self._wide.result
+        mine = lambda c: c.rsplit(":", 1)[0] == group  # noqa: E731
+        rows = []
+        for q in result.quantizers:
+            if q.kind == "weights" and any(mine(c) for c in q.consumers):
+                continue
+            if q.kind == "activation" and added and any(mine(c) for c in q.consumers):
+                q = dataclasses.replace(q, consumers=[c for c in q.consumers if not mine(c)])
+                if not q.consumers:
+                    continue
+            rows.append(q)
+        rows += [q for q in wide.quantizers if q.kind == "weights" and any(mine(c) for c in q.consumers)]
+        for name in added:
+            port = name.rsplit("fq_input_", 1)[1].split("_", 1)[0]
+            src = next((q for q in wide.quantizers if q.kind == "activation" and f"{group}:{port}" in q.consumers), None)
+            if src is not None:
+                rows.append(dataclasses.replace(src, name=name, consumers=[f"{group}:{port}"]))
+        biases = [b for b in result.bias_corrections if b.layer != group] + \
+            [b for b in wide.bias_corrections if b.layer == group]
+        overflow = [o for o in result.overflow_corrections if o.layer != group] + \
+            [o for o in wide.overflow_corrections if o.layer == group]
+        return DefaultQuantizationResult(rows, biases, overflow)
 
     def _forget(self, keep: list[Variant]) -> None:
         """Drop cached variants (models, compiled models, outputs) other than ``keep``."""
@@ -398,20 +544,40 @@ class AccuracyAwareQuantization:
         self._fp_outputs = ev.infer(fp, self._diff_indices)
         self._eval_indices = list(range(n))
         self._ev = ev
-        if p.annotation_free:
+        if p.annotation_free and self.gna:
+            log.warning("annotation_free is not used with target_device %s (as in the original POT): the "
+                        "baseline is the 16-bit model's metric on the annotated data", p.target_device)
+        elif p.annotation_free:
             if not getattr(ev, "supports_annotation_free", True):
                 raise NotSupportedError(f"{type(ev).__name__}: annotation_free needs the accuracy_checker engine; "
                                         "expected annotation_free: false with an API engine")
             self._annotation_free()
         fp_eval = self._ev.score(self._fp_outputs, self._diff_indices)
         self._fp_per_sample = {m.name: fp_eval.per_sample[m.name] for m in self.metrics}
-        self.baseline = dict(given) if use_given else {m.name: fp_eval.metrics[m.name] for m in self.metrics}
+        measured = {m.name: fp_eval.metrics[m.name] for m in self.metrics}
+        if self.gna:
+            # the original's AccuracyAwareGNA: the reference is the 16-bit 'accuracy' preset model
+            self.report["fp32_metrics"] = dict(measured)
+            log.info("FP32 metrics: %s", _fmt(measured))
+            self._wide = self._variant("accuracy")
+            self._wide_ops = {op.get_friendly_name(): op for op in self._wide.model.get_ops()}
+            wide_cache: dict = {}
+            self._wide_constant = lambda output: is_constant_subgraph(output, wide_cache)
+            outputs = self._infer(self._wide, self._diff_indices, self._ev)
+            wide_eval = self._ev.score(outputs, self._diff_indices)
+            self._fp_outputs = {i: outputs[i] for i in self._diff_indices}
+            self._fp_per_sample = {m.name: wide_eval.per_sample[m.name] for m in self.metrics}
+            measured = {m.name: wide_eval.metrics[m.name] for m in self.metrics}
+        self.baseline = dict(given) if use_given else measured
         scale = {m.name: abs(self.baseline[m.name]) if p.drop_type == "relative" else 1.0 for m in self.metrics}
         self.max_drop = {m.name: p.maximal_drop * scale[m.name] for m in self.metrics}
-        self.report.update(baseline=self.baseline, baseline_source="config" if use_given else "measured",
+        self.report.update(baseline=self.baseline,
+                           baseline_source="config" if use_given else
+                           "measured: 16-bit accuracy preset model" if self.gna else "measured",
                            max_drop=self.max_drop, evaluation_samples=len(self._eval_indices),
                            per_sample_subset=len(self._diff_indices), baseline_time_s=round(time.perf_counter() - t, 3))
-        log.info("Baseline (FP32) metrics: %s", _fmt(self.baseline))
+        log.info("Baseline (%s) metrics: %s", "16-bit accuracy preset model" if self.gna else "FP32",
+                 _fmt(self.baseline))
 
     def _annotation_free(self) -> None:
         """Annotations from the FP32 model: its top-1 class where softmax confidence reaches
@@ -493,6 +659,11 @@ class AccuracyAwareQuantization:
         if not met and stop == "target met":
             stop = "target not met"
         reverted = [g for g in self._order if g in final.reverted]
+        switched: list[str] = []
+        if self.gna:
+            switched, reverted = reverted, []
+            self.report["switched_to_16_bit"] = [{"name": g, "type": self._types.get(g, "")} for g in switched]
+            self.report["overflow_corrections"] = [dataclasses.asdict(o) for o in final.result.overflow_corrections]
         self.report.update(
             target_met=met, stop_reason=stop,
             quantization=final.settings_name.replace("base", p.preset),  # e.g. "performance", "mixed:min/max"
@@ -503,7 +674,14 @@ class AccuracyAwareQuantization:
             evaluated_samples=self._counter("inferred_samples") - inferred0,
             scored_samples=self._counter("scored_samples") - scored0,
             metric_time_s=round(self._counter("score_time_s") - score0, 3))
-        if met:
+        if self.gna:
+            log.log(logging.INFO if met else logging.WARNING,
+                    "AccuracyAwareQuantization (%s): %s with %d of %d 8-bit layer(s) switched to 16 bits%s",
+                    p.target_device, "target met" if met else f"could not reach the required drop {_fmt(self.max_drop)} "
+                    f"({stop}); the best model found (drop {_fmt(final.drop)}) is written",
+                    len(switched), self.report["fully_quantized"]["layer_groups"],
+                    f": {', '.join(switched)}" if switched else "")
+        elif met:
             log.info("AccuracyAwareQuantization: target met with %d of %d layer group(s) reverted to floating point%s",
                      len(reverted), self.report["fully_quantized"]["layer_groups"],
                      f": {', '.join(reverted)}" if reverted else "")
@@ -511,7 +689,7 @@ class AccuracyAwareQuantization:
             log.warning("AccuracyAwareQuantization could not reach the required drop %s (%s); the best model found "
                         "(drop %s, %d layer group(s) reverted) is written", _fmt(self.max_drop), stop,
                         _fmt(final.drop), len(reverted))
-        return AccuracyAwareResult(final.model, final.result, met, reverted, final.evaluation, self.report)
+        return AccuracyAwareResult(final.model, final.result, met, reverted, final.evaluation, self.report, switched)
 
     def _counter(self, name: str) -> float:
         """An evaluator counter summed over the engine's evaluator and the annotation-free sibling."""
@@ -595,7 +773,8 @@ class AccuracyAwareQuantization:
                 cand = self._evaluate(self._child(current, g))
                 worse = cand.drop[metric.name] > current.drop[metric.name] + 1e-12
                 accept = self._met(cand) or not worse or not p.use_prev_if_drop_increase or in_order
-                self._step(iteration, "revert", [g], cand, accept, time.perf_counter() - t)
+                self._step(iteration, "switch_to_16_bit" if self.gna else "revert", [g], cand, accept,
+                           time.perf_counter() - t)
                 if self._badness(cand) < self._badness(best):
                     best = cand
                 self._keep = [best]
@@ -604,7 +783,8 @@ class AccuracyAwareQuantization:
                         bar.total += 1
                     bar.set_postfix_str(f"{metric.name} drop {cand.drop[metric.name]:.4g}", refresh=False)
                     bar.update(1)
-                log.info("Iteration %d: reverted %s%s: %s; drop %s%s", iteration, g,
+                log.info("Iteration %d: %s %s%s: %s; drop %s%s", iteration,
+                         "switched to 16 bits" if self.gna else "reverted", g,
                          f" ({self._types[g]})" if self._types.get(g) else "", _fmt(cand.evaluation.metrics),
                          _fmt(cand.drop), "" if accept else "; the drop increased, rolled back")
                 if accept:

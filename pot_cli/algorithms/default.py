@@ -10,7 +10,8 @@ Flow (one statistics pass, then edits):
    recurrent ops when ``quantize_recurrent`` is on (:class:`RecurrentQuantization`);
 2. plan bias correction for weighted layers with a bias Add (:class:`FastBiasCorrection`);
 3. collect every requested statistic in one inference pass (the pipeline does it);
-4. compute activation ranges (one range for a recurrent op's X and H), weight codes and bias shifts;
+4. compute activation ranges (one range for a recurrent op's X and H), weight codes (GNA: then
+   OverflowCorrection, :mod:`pot_cli.algorithms.overflow_correction`) and bias shifts;
 5. edit the graph: biases, activation FakeQuantize, INT8 weights (or weight FakeQuantize).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import openvino as ov
 from pot_cli.algorithms.bias_correction import BiasCorrection
 from pot_cli.algorithms.fast_bias_correction import BiasCorrectionRecord, FastBiasCorrection
 from pot_cli.algorithms.min_max import MinMaxQuantization, MinMaxSettings
+from pot_cli.algorithms.overflow_correction import OverflowCorrection, OverflowRecord
 from pot_cli.algorithms.recurrent import RecurrentQuantization
 from pot_cli.graph.insertion import (insert_compressed_weights, insert_fake_quantize, insert_weight_fake_quantize,
                                      replace_constant_input)
@@ -65,6 +67,7 @@ class DefaultQuantizationResult:
 
     quantizers: list[QuantizerRecord] = field(default_factory=list)
     bias_corrections: list[BiasCorrectionRecord] = field(default_factory=list)
+    overflow_corrections: list[OverflowRecord] = field(default_factory=list)
 
     def without(self, reverted: set[str] | frozenset[str], model: ov.Model | None = None) -> "DefaultQuantizationResult":
         """The records after the layer groups ``reverted`` (friendly names) went back to floating
@@ -80,7 +83,8 @@ class DefaultQuantizationResult:
             [dataclasses.replace(q, consumers=[c for c in q.consumers if kept(c)])
              for q in self.quantizers if any(kept(c) for c in q.consumers)
              and (present is None or q.kind != "activation" or q.name in present)],
-            [b for b in self.bias_corrections if b.layer not in reverted])
+            [b for b in self.bias_corrections if b.layer not in reverted],
+            [o for o in self.overflow_corrections if o.layer not in reverted])
 
 
 def _tensor_name(output: ov.Output) -> str:
@@ -113,6 +117,8 @@ class DefaultQuantization:
             self.bias = None
         self.compress_weights = compress_weights
         self.collect = collect
+        #: OverflowCorrection after the weights are computed (GNA, ``settings.overflow_correction``)
+        self.overflow = OverflowCorrection(self.min_max) if settings.overflow_correction else None
 
     def statistic_requests(self, model: ov.Model) -> list[StatisticRequest]:
         """Plan on ``model`` and return every statistic needed (one pass collects them all)."""
@@ -122,6 +128,8 @@ class DefaultQuantization:
         if self.bias is not None:
             self.bias.plan(self.min_max.weights, self.min_max.is_constant)
             reqs += self.bias.statistic_requests()
+        if self.overflow is not None:
+            reqs += [r for r in self.overflow.statistic_requests() if r not in reqs]
         return reqs
 
     def apply(self, model: ov.Model, stats: Statistics) -> DefaultQuantizationResult:
@@ -137,6 +145,8 @@ class DefaultQuantization:
         self.recurrent.unify_ranges()
         mm.compute_weights()
         self.recurrent.unify_weights()
+        if self.overflow is not None:
+            result.overflow_corrections = self.overflow.apply(stats)
         full_bias = isinstance(self.bias, BiasCorrection)
         if self.bias is not None and not full_bias:
             self.bias.compute(stats)

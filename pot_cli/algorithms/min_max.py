@@ -224,6 +224,14 @@ class MinMaxSettings:
     :param ignore_se_blocks: leave squeeze-and-excitation blocks in floating point (the original
         POT's and NNCF's ``se_block`` ignored pattern, :func:`pot_cli.graph.patterns.find_se_blocks`):
         their convolutions run on 1x1 pooled tensors, where INT8 saves nothing.
+    :param weight_specs_by_type: ``(op type, bits, per channel)`` of the weights of the op types
+        whose hardware-config weight scheme differs from ``weight_bits``/``weight_per_channel``
+        (GNA: Convolution weights are always 16-bit per tensor, MatMul weights 8-bit per channel
+        with preset ``performance`` and 16-bit per tensor with ``accuracy``, as the original
+        POT's per-op choice: first scheme for ``performance``, last otherwise). Symmetric, on
+        the narrow grid ``[-(2^(b-1)-1), 2^(b-1)-1]``; explicit ``weights`` overrides leave it empty.
+    :param overflow_correction: run OverflowCorrection after the weights are computed
+        (:mod:`pot_cli.algorithms.overflow_correction`; on for GNA, as the original POT).
     """
 
     activation_op_types: frozenset[str] = WEIGHTED_OPS | ATTENTION_OPS
@@ -253,6 +261,8 @@ class MinMaxSettings:
     unified_scale_types: frozenset[str] = frozenset({"Concat"})
     ignore_se_blocks: bool = True
     requantized_op_types: frozenset[str] = frozenset(REQUANTIZED_OPS)
+    weight_specs_by_type: tuple[tuple[str, int, bool], ...] = ()
+    overflow_correction: bool = False
 
 
 @dataclass
@@ -549,8 +559,17 @@ class MinMaxQuantization:
     def _add_weights(self, node: ov.Node, port: int) -> None:
         src = node.input(port).get_source_output()
         rank = src.get_partial_shape().rank.get_length()
-        axes = weight_channel_axes(node, rank) if (port == 1 and self.settings.weight_per_channel) else ()
+        per_channel = self.weight_spec(node)[1]
+        axes = weight_channel_axes(node, rank) if (port == 1 and per_channel) else ()
         self.weights.append(WeightQuantizer(node, port, src, axes))
+
+    def weight_spec(self, node: ov.Node) -> tuple[int, bool]:
+        """``(bits, per channel)`` of ``node``'s weights: its type's entry of
+        ``weight_specs_by_type`` (GNA), else ``weight_bits``/``weight_per_channel``."""
+        for t, bits, per_channel in self.settings.weight_specs_by_type:
+            if t == node.get_type_name():
+                return bits, per_channel
+        return self.settings.weight_bits, self.settings.weight_per_channel
 
     def statistic_requests(self) -> list[StatisticRequest]:
         """The per-sample statistics every activation quantizer needs for its range.
@@ -725,13 +744,15 @@ class MinMaxQuantization:
             groups.setdefault((w.source, w.keep_axes), []).append(w)
         values = evaluate_constants([key[0] for key in groups])
         for (_, keep_axes), members, value in zip(groups.keys(), groups.values(), values):
-            narrow = s.weight_bits == 8 and any(m.node.get_instance_id() in fix for m in members)
+            # a weight shared by ops of different schemes takes the narrowest one
+            weight_bits = min(self.weight_spec(m.node)[0] for m in members)
+            narrow = weight_bits == 8 and any(m.node.get_instance_id() in fix for m in members)
             value = value.astype(np.float32)
             levels = s.weight_levels
             if narrow and levels:
                 levels = narrow_levels(*levels)
             params = compute_weight_params(value, keep_axes, mode=s.weight_mode,
-                                           bits=s.weight_bits - 1 if narrow else s.weight_bits, narrow_range=True,
+                                           bits=weight_bits - 1 if narrow else weight_bits, narrow_range=True,
                                            level_low=levels[0] if levels else None,
                                            level_high=levels[1] if levels else None, estimator=s.weight_ranges)
             codes = quantize_to_int(value, params)

@@ -27,7 +27,7 @@ from pot_cli.algorithms.channel_alignment import ActivationChannelAlignment as _
 from pot_cli.algorithms.default import DefaultQuantization as _Core, DefaultQuantizationResult
 from pot_cli.algorithms.if_bodies import quantize_if_bodies
 from pot_cli.algorithms.min_max import MinMaxQuantization as _Planner, MinMaxSettings
-from pot_cli.algorithms.settings import create_min_max_settings
+from pot_cli.algorithms.settings import GNA_DEVICES, create_min_max_settings
 from pot_cli.algorithms.smooth_quant import DEFAULT_ALPHA as SMOOTH_QUANT_ALPHA, SmoothQuant
 from pot_cli.config import load_hardware_config
 from pot_cli.config.model import AlgorithmConfig, QuantizationParams
@@ -67,16 +67,34 @@ class Algorithm:
         self.config = {f.name: getattr(config.params, f.name) for f in dataclasses.fields(config.params)}
         self.engine = engine
         self.index = index
+        self.config_source = source
         self.source = f"{source}: compression.algorithms[{index}].params"
+        #: how messages name the ``ignored`` key (``...ignored.<sub-model>`` for a cascade's sub-model)
+        self.ignored_key = f"{self.source}.ignored"
         #: the algorithms after this one in the pipeline
         self.following: list[Algorithm] = []
+
+    def for_sub_model(self, name: str, engine) -> "Algorithm":
+        """This algorithm for the cascade's sub-model ``name``: the same params with the ignored
+        scope keyed by ``name`` (``ignored.<name>``), on ``engine``."""
+        ignored = self.params.ignored.for_model(name)
+        algo = type(self)(AlgorithmConfig(self.name, dataclasses.replace(self.params, ignored=ignored)), engine,
+                          self.index, self.config_source)
+        algo.ignored_key = f"{self.source}.ignored.{name}"
+        return algo
 
     def check(self, model: ov.Model) -> None:
         """Ignored scope names must name nodes; ignored op types no op has are a warning.
 
-        :raises ConfigError: naming the key and the missing node.
+        :raises ConfigError: naming the key and the missing node (or a sub-model key on a model
+            that is not a cascade).
         """
-        key = f"{self.source}.ignored"
+        key = self.ignored_key
+        if self.params.ignored.models:
+            from pot_cli.errors import ConfigError
+
+            raise ConfigError(f"{key}: keys {', '.join(repr(k) for k in self.params.ignored.models)} name "
+                              "sub-models, but the model is not a cascade; expected scope, operations or skip_model")
         check_ignored_scope(model, self.params.ignored.scope, key=f"{key}.scope")
         for op_type, close in absent_op_types(model, [op.type for op in self.params.ignored.operations]):
             log.warning("%s.operations: no op of type '%s' in the model, so it leaves nothing in floating point%s",
@@ -116,6 +134,8 @@ class ActivationChannelAlignment(Algorithm):
     name = "ActivationChannelAlignment"
 
     def run(self, model, state):
+        if self.params.ignored.skip_model:
+            return model
         nxt = next((a for a in self.following if isinstance(a, _Quantization)), None)
         settings = (nxt or self).settings(model)
         align(model.model, settings, self.params.ignored.scope, self.indices(), state)
@@ -142,6 +162,9 @@ class _Quantization(Algorithm):
 
     def run(self, model, state):
         """Align, smooth, collect, quantize in place; then If bodies and the speed check."""
+        if self.params.ignored.skip_model:
+            log.info("%s.skip_model: %s leaves model '%s' in floating point", self.ignored_key, self.name, model.name)
+            return model
         settings, indices = self.settings(model), self.indices()
         self._prepare(model.model, settings, indices, state)
         algorithm, stats = self._calibrate(model.model, settings, indices, state)
@@ -395,8 +418,9 @@ class AccuracyAwareQuantization(_Quantization):
 
     def run(self, model, state):
         """Align and smooth as DefaultQuantization, then the accuracy search on the engine's evaluator."""
-        from pot_cli.algorithms.accuracy_aware import AccuracyAwareQuantization as _Search
+        from pot_cli.algorithms.accuracy_aware import AccuracyAwareQuantization as _Search, check_gna_preset
 
+        check_gna_preset(self.params, self.source)
         settings, indices = self.settings(model), self.indices()
         self._prepare(model.model, settings, indices, state)
 
@@ -406,7 +430,10 @@ class AccuracyAwareQuantization(_Quantization):
         p = self.params
         hw = load_hardware_config(p.target_device)
         mixed = create_min_max_settings(dataclasses.replace(p, preset="mixed"), hw) if p.convert_to_mixed_preset else None
-        search = _Search(p, settings, self.engine.evaluator(), collect, mixed_settings=mixed,
+        # GNA: the 16-bit 'accuracy' preset model is the baseline and the source of switched layers
+        accuracy = dataclasses.replace(create_min_max_settings(dataclasses.replace(p, preset="mixed"), hw, self.source),
+                                       ignored_scope=settings.ignored_scope) if p.target_device in GNA_DEVICES else None
+        search = _Search(p, settings, self.engine.evaluator(), collect, mixed_settings=mixed, accuracy_settings=accuracy,
                          compress_weights=not state.keep_uncompressed_weights,
                          progress=self.engine.progress == "bar", stream=self.engine.progress == "stream")
         requests = search.statistic_requests(model.model)

@@ -20,6 +20,10 @@ from pot_cli.graph.patterns import ATTENTION_OPS, WEIGHTED_OPS
 
 log = logging.getLogger("pot")
 
+#: devices whose hardware config has 16-bit schemes (the original POT's AccuracyAwareGNA and
+#: OverflowCorrection apply to them)
+GNA_DEVICES = frozenset({"GNA", "GNA3", "GNA3.5"})
+
 #: element-wise ops quantized when every input is an activation (residual connections)
 ELTWISE_WITH_TWO_ACTIVATIONS = frozenset({"Add"})
 
@@ -130,6 +134,14 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
     want = "symmetric" if params.preset == "performance" else "asymmetric"
     act = _pick(conv.activations, want) if conv else None
     wsp = _pick(conv.weights, "symmetric") if conv else None
+    gna = hw.target_device in GNA_DEVICES
+    # GNA (symmetric only): the preset picks each op's scheme as the original POT did, the first
+    # (fastest: 8-bit weights, GNA3 8-bit convolution inputs) for performance, the last (16-bit,
+    # POT's 'accuracy', read as 'mixed' here) otherwise
+    wide = gna and params.preset != "performance"
+    if gna and conv:
+        act = conv.activations[-1] if wide else conv.activations[0]
+        wsp = conv.weights[-1] if wide else conv.weights[0]
     act_mode, act_bits = (act.mode, act.bits) if act else (want, 8)
     w_mode, w_bits = (wsp.mode, wsp.bits) if wsp else ("symmetric", 8)
     w_per_channel = (wsp.granularity == "perchannel") if wsp else True
@@ -146,6 +158,13 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
             w_per_channel = w.granularity == "perchannel"
         w_levels = _explicit_levels(w, w_bits, narrow=w_mode == "symmetric", key=key)
         weight_ranges = _weight_ranges(w.range_estimator, w_mode, w_per_channel, key)
+    weight_specs: list[tuple[str, int, bool]] = []
+    if gna and w is None:
+        for op in hw.operations:
+            if op.type in WEIGHTED_OPS and op.weights:
+                spec = op.weights[-1] if wide else op.weights[0]
+                if (spec.bits, spec.granularity == "perchannel") != (w_bits, w_per_channel):
+                    weight_specs.append((op.type, spec.bits, spec.granularity == "perchannel"))
     a = params.activations
     if a is not None:
         key = f"{source}.activations"
@@ -185,6 +204,8 @@ def create_min_max_settings(params, hw, source: str = "compression.algorithms[0]
         transformer_activation_mode="asymmetric" if may_switch_to_asymmetric else None,
         agnostic_op_types=frozenset(hw.agnostic_types() & AGNOSTIC_OPS),
         requantized_op_types=frozenset(quantizable & REQUANTIZED_OPS),
+        weight_specs_by_type=tuple(weight_specs),
+        overflow_correction=gna,
         unified_scale_types=frozenset(hw.unified_scale_types() & {"Concat"}),
         recurrent_ops=recurrent_op_settings(hw) if params.quantize_recurrent else None,
         ignored_scope=tuple(params.ignored.scope),

@@ -94,13 +94,19 @@ def process_accumulated_stats(accumulated: dict) -> dict[str, dict[str, list]]:
             for key, stats in accumulated.items()}
 
 
-def output_key(output: ov.Output) -> str:
+def output_key(output: ov.Output, model_name: str | None = None) -> str:
     """The name of a model output in ``outputs`` dicts and ``stats_layout``: the friendly name of
     the node producing it (``.<port>`` appended when that is not port 0), as the original named
-    outputs by their producer."""
+    outputs by their producer.
+
+    :param model_name: for an output of a cascade's sub-model: that sub-model's name, prepended as
+        ``<model_name>_`` (the original prefixed every node of sub-model ``X`` with ``X_``); the
+        ``stats_layout`` of a cascade names tensors that way.
+    """
     source = output.get_node().input_value(0) if output.get_node().get_type_name() == "Result" else output
     node = source.get_node()
-    return node.get_friendly_name() + (f".{source.get_index()}" if source.get_index() else "")
+    key = node.get_friendly_name() + (f".{source.get_index()}" if source.get_index() else "")
+    return f"{model_name}_{key}" if model_name else key
 
 
 class Engine(ABC):
@@ -244,6 +250,62 @@ class Engine(ABC):
                 r.input(0).get_source_output().remove_target_input(r.input(0))
             self._model = previous
         return fold_statistics(unique, values)
+
+    def collect_cascade_statistics(self, cascade, wanted: dict[str, tuple[ov.Model, list[StatisticRequest]]],
+                                   indices: Sequence[int], what: str = "statistics") -> dict[str, Statistics]:
+        """One statistics pass of a cascade over the calibration samples ``indices``: ``predict``
+        runs the whole cascade (the engine runs the stages) and measures the tensors of every
+        sub-model in ``wanted`` at once, as the original collected a cascade's statistics.
+
+        Each wanted sub-model runs as the graph given here (its current graph, the requested
+        tensors added as extra outputs) in its place in the cascade; ``stats_layout`` keys are
+        prefixed ``<name>_`` (:func:`output_key` with ``model_name``), as the original prefixed a
+        cascade's nodes. The other sub-models run as they are.
+
+        :param cascade: the cascade :class:`~pot_cli.api.CompressedModel` (not modified).
+        :param wanted: ``{sub-model name: (its ov.Model, requests)}``.
+        :return: ``{sub-model name: statistics}``.
+        :raises DatasetError: when no calibration sample reached a measured tensor (an earlier
+            stage passed nothing on).
+        """
+        import openvino.opset13 as ops
+
+        from pot_cli.api.model import CompressedModel
+        from pot_cli.graph.model import model_with_results
+        from pot_cli.statistics.host import fold_statistics, stats_layout
+
+        unique = {name: list(dict.fromkeys(requests)) for name, (_, requests) in wanted.items()}
+        results = {name: [ops.result(r.output) for r in unique[name]] for name in wanted}
+        stat_models = {name: model_with_results(model, [*model.get_results(), *results[name]], what)
+                       for name, (model, _) in wanted.items() if unique[name]}
+        layout: dict = {}
+        for name in stat_models:
+            layout.update(stats_layout(unique[name], f"{name}_"))
+        previous = self._model
+        try:
+            if layout:
+                models = [{**m, "model": stat_models[m.get("name")]} if m.get("name") in stat_models else dict(m)
+                          for m in cascade.models]
+                self.set_model(CompressedModel(name=cascade.name, models=models,
+                                               allow_quantized=cascade.allow_quantized))
+                log.info("Collecting %s of sub-model(s) %s on %d samples (%s.predict)", what,
+                         ", ".join(stat_models), len(indices), type(self).__name__)
+                _, values = self.predict(layout, BatchSampler(self.data_loader, 1, list(indices)), None)
+        finally:
+            for outputs in results.values():
+                for r in outputs:
+                    r.input(0).get_source_output().remove_target_input(r.input(0))
+            self._model = previous
+        out = {}
+        for name in wanted:
+            try:
+                out[name] = fold_statistics(unique[name], values, f"{name}_") if unique[name] else Statistics({}, 0)
+            except KeyError as e:
+                raise DatasetError(f"{type(self).__name__}: sub-model '{name}' of cascade '{cascade.name}': no "
+                                   f"calibration sample reached tensor {e.args[0]!r} (the earlier stages passed "
+                                   f"nothing on in {len(indices)} samples); expected calibration data on which "
+                                   "the cascade runs every stage") from e
+        return out
 
     def evaluator(self):
         """The evaluator AccuracyAwareQuantization and ``-e`` use.

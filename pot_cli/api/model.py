@@ -70,6 +70,23 @@ class CompressedModel:
             return graph_model.load_model(self.xml, self.bin, allow_quantized=self.allow_quantized)
         return (self._copy or self.model).clone()
 
+    @property
+    def names(self) -> list[str]:
+        """Sub-model names of a cascade, in order (``[]`` for one model)."""
+        return [m["name"] for m in self.models if "name" in m]
+
+    def sub_model(self, name: str) -> "CompressedModel":
+        """Sub-model ``name`` of a cascade as a model of its own (same ``ov.Model`` object, so
+        in-place edits show in the cascade; assign ``.model`` back after a step that replaces it).
+
+        :raises KeyError: when the cascade has no such sub-model.
+        """
+        entry = next((m for m in self.models if m.get("name") == name), None)
+        if entry is None:
+            raise KeyError(f"model '{self.name}' has no sub-model '{name}' (it has {', '.join(self.names)})")
+        return CompressedModel(entry["model"], name, xml=entry.get("xml"), bin=entry.get("bin"),
+                               allow_quantized=self.allow_quantized)
+
     def save(self, save_path, model_name: str | None = None) -> list[dict]:
         """:func:`save_model` of this model."""
         return save_model(self, save_path, model_name)
@@ -92,12 +109,18 @@ def load_model(model_config: Mapping | Any, target_device: str = "ANY") -> Compr
         ``allow_quantized: True`` accepts a model that holds FakeQuantize ops already.
     :param target_device: accepted for compatibility (the algorithms take it from their params).
     :return: the model; the files are never modified.
+    A cascade: ``{'model_name': str, 'cascade': [{'name': str, 'model': xml, 'weights': bin}, ...]}``
+    (each entry merged over the top-level keys, as the original did; ``name`` is required with two
+    or more entries) gives one :class:`CompressedModel` whose ``models`` are
+    ``[{'name', 'model'}, ...]`` in cascade order (saved as ``<model_name>_<name>.xml``); a cascade
+    of one entry is a plain model.
+
     :raises ModelError: when a file is missing or is not a readable IR.
-    :raises NotSupportedError: for ``cascade`` (not built yet).
+    :raises ConfigError: a cascade entry without ``name`` (2+ entries), or two with the same name.
     """
-    if _get(model_config, "cascade"):
-        raise NotSupportedError("model_config.cascade: cascaded models are not supported yet; expected "
-                                "{'model_name', 'model', 'weights'}")
+    cascade = _get(model_config, "cascade")
+    if cascade:
+        return _load_cascade(model_config, list(cascade))
     xml = _get(model_config, "model")
     if not xml:
         raise ConfigError("model_config.model: missing; expected the path of the model .xml")
@@ -108,6 +131,34 @@ def load_model(model_config: Mapping | Any, target_device: str = "ANY") -> Compr
     model = graph_model.load_model(xml, bin_path, allow_quantized=allow)
     return CompressedModel(model, _get(model_config, "model_name") or xml.stem, xml=xml, bin=bin_path,
                            allow_quantized=allow)
+
+
+def _load_cascade(model_config, cascade: list) -> CompressedModel:
+    """:func:`load_model` of ``model_config.cascade``."""
+    top = {k: _get(model_config, k) for k in ("model_name", "allow_quantized", "weights")
+           if _get(model_config, k) is not None}
+    top.pop("weights", None)  # a top-level .bin belongs to no sub-model
+    if len(cascade) == 1:
+        one = load_model({**top, **{k: _get(cascade[0], k) for k in ("model", "weights")
+                                    if _get(cascade[0], k) is not None}})
+        one.name = top.get("model_name") or _get(cascade[0], "name") or one.name
+        return one
+    models, seen = [], set()
+    for k, entry in enumerate(cascade):
+        name = _get(entry, "name")
+        if not name:
+            raise ConfigError(f"model_config.cascade[{k}].name: missing; expected a sub-model name for each "
+                              f"entry of a cascade of {len(cascade)} models")
+        if name in seen:
+            raise ConfigError(f"model_config.cascade[{k}].name: '{name}' names two sub-models; expected unique names")
+        seen.add(name)
+        xml = _get(entry, "model")
+        if not xml:
+            raise ConfigError(f"model_config.cascade[{k}].model: missing; expected the path of the sub-model .xml")
+        sub = load_model({**top, "model": xml, "weights": _get(entry, "weights")})
+        models.append({"name": name, "model": sub.model, "xml": sub.xml, "bin": sub.bin})
+    return CompressedModel(name=top.get("model_name") or "cascade", models=models,
+                           allow_quantized=bool(top.get("allow_quantized", False)))
 
 
 def save_model(model: CompressedModel, save_path, model_name: str | None = None,

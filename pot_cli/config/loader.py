@@ -22,6 +22,7 @@ working directory.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import glob
 import json
@@ -39,6 +40,7 @@ import yaml
 from pot_cli.errors import ConfigError
 from pot_cli.config.model import (
     AlgorithmConfig,
+    CascadeEntry,
     CompressionConfig,
     EngineConfig,
     IgnoredOperation,
@@ -280,6 +282,11 @@ def _describe(error: jsonschema.ValidationError) -> list[tuple[list, str]]:
                 for key in inst if key not in allowed]
     if kind == "required" and isinstance(inst, Mapping):
         return [(path + [key], "missing required key") for key in value if key not in inst]
+    if kind == "type" and error.schema.get("title") == "cascade sub-model" and path:
+        # a key of ``ignored`` that is none of its own: a misspelt key, or a sub-model entry that is no mapping
+        allowed = sorted(error.schema.get("properties", {}))
+        return [(path, f"unknown key{did_you_mean(path[-1], allowed)}; expected one of: {', '.join(allowed)}, "
+                       "or a cascade's sub-model name with {scope, operations, skip_model}")]
     if kind == "type":
         types = [value] if isinstance(value, str) else list(value)
         shown = _type_name(inst) if isinstance(inst, (Mapping, list, tuple)) or inst is None \
@@ -385,6 +392,11 @@ class _Builder:
             self.problem(key, f"file not found: {path}")
 
     def model(self, m: Mapping) -> ModelConfig:
+        if "cascade" in m:
+            return self.cascade(m)
+        if "model" not in m:  # the schema cannot say "model or cascade" with this message
+            self.problem(["model", "model"], "missing required key")
+            raise_problems(self.problems)
         xml = resolve_path(m["model"], self.base_dir)
         self.existing_file(xml, ["model", "model"], ".xml")
         if "weights" in m:
@@ -398,9 +410,62 @@ class _Builder:
             weights = xml
         return ModelConfig(model_name=m.get("model_name") or xml.stem, model=xml, weights=weights)
 
+    def cascade(self, m: Mapping) -> ModelConfig:
+        """``model.cascade``: sub-models with unique names (required with 2+ entries), files checked."""
+        for key in ("model", "weights"):
+            if key in m:
+                self.problem(["model", key], "not used with model.cascade; expected the paths in the cascade entries")
+        entries, seen = [], set()
+        items = m["cascade"]
+        for k, c in enumerate(items):
+            path = ["model", "cascade", k]
+            name = c.get("name")
+            if not name and len(items) > 1:
+                self.problem(path + ["name"], "missing; expected a sub-model name for each entry of a cascade of "
+                             f"{len(items)} models")
+            elif name in seen:
+                self.problem(path + ["name"], f"'{name}' names two sub-models; expected unique names")
+            seen.add(name)
+            xml = resolve_path(c["model"], self.base_dir)
+            self.existing_file(xml, path + ["model"], ".xml")
+            weights = resolve_path(c["weights"], self.base_dir) if "weights" in c else xml.with_suffix(".bin")
+            if "weights" in c or os.path.isfile(xml):
+                self.existing_file(weights, path + ["weights"], ".bin")
+            entries.append(CascadeEntry(name=name or xml.stem, model=xml, weights=weights))
+        first = entries[0]
+        return ModelConfig(model_name=m.get("model_name") or "cascade", model=first.model, weights=first.weights,
+                           cascade=tuple(entries))
+
+    def ignored(self, i: Mapping) -> IgnoredScope:
+        """The ``ignored`` parameter: ``scope``/``operations``/``skip_model``, and for a cascade
+        one such entry per sub-model name (every other key)."""
+        def one(d: Mapping) -> IgnoredScope:
+            return IgnoredScope(
+                scope=tuple(d.get("scope", ())),
+                operations=tuple(IgnoredOperation(type=op["type"], attributes=freeze(op.get("attributes", {})))
+                                 for op in d.get("operations", ())),
+                skip_model=bool(d.get("skip_model", False)))
+
+        own = one(i)
+        models = {k: one(v) for k, v in i.items() if k not in ("scope", "operations", "skip_model")}
+        return dataclasses.replace(own, models=MappingProxyType(models)) if models else own
+
     def engine(self, e: Mapping) -> EngineConfig:
         kind = e.get("type") or ("simplified" if "data_source" in e else "accuracy_checker")
-        if kind == "simplified":
+        if kind != "data_free":
+            for key in ("generate_data", "data_type"):
+                if key in e:
+                    self.problem(["engine", key], f"not used by engine type '{kind}'; expected engine type "
+                                 "'data_free'")
+        if kind == "data_free":
+            if e.get("data_type", "image") != "image":
+                self.problem(["engine", "data_type"], f"{e['data_type']!r} is not supported; expected 'image' "
+                             "(data_free generates images only)")
+            for key in ("config", "models", "datasets", "launchers"):
+                if key in e:
+                    self.problem(["engine", key], "not used by engine type 'data_free'; "
+                                 "expected engine type 'accuracy_checker'")
+        elif kind == "simplified":
             if "data_source" not in e:
                 self.problem(["engine", "data_source"], "missing required key; expected a "
                              "directory or glob of inputs for engine type 'simplified'")
@@ -440,6 +505,8 @@ class _Builder:
             eval_requests_number=_opt_int(e.get("eval_requests_number")),
             ac_config=ac_config,
             ac_inline=freeze(inline) if inline else None,
+            generate_data=bool(e.get("generate_data", True)),
+            data_type=e.get("data_type", "image"),
         )
 
     def overrides(self, q: Mapping | None, path: list) -> QuantizerOverrides | None:
@@ -482,11 +549,7 @@ class _Builder:
             # measured here, mobilenet_v2 top-1 agreement 0.896 with 2.0, 0.759 with 1000)
             kw["threshold"] = 2.0
         if "ignored" in p:
-            kw["ignored"] = IgnoredScope(
-                scope=tuple(p["ignored"].get("scope", ())),
-                operations=tuple(IgnoredOperation(type=op["type"],
-                                                  attributes=freeze(op.get("attributes", {})))
-                                 for op in p["ignored"].get("operations", ())))
+            kw["ignored"] = self.ignored(p["ignored"])
         top = p.get("range_estimator")
         kw["range_estimator"] = _range_estimator(top)
         for tensor in ("weights", "activations"):
@@ -597,8 +660,13 @@ def _raw_as_used(raw: Mapping, cfg_model: ModelConfig, engine: EngineConfig,
                  compression: CompressionConfig) -> dict:
     """The input with paths absolute, defaults filled and aliases normalised (for the report)."""
     out = thaw(raw)
-    out["model"].update(model_name=cfg_model.model_name, model=str(cfg_model.model),
-                        weights=str(cfg_model.weights))
+    if cfg_model.cascade:
+        out["model"].update(model_name=cfg_model.model_name,
+                            cascade=[{"name": c.name, "model": str(c.model), "weights": str(c.weights)}
+                                     for c in cfg_model.cascade])
+    else:
+        out["model"].update(model_name=cfg_model.model_name, model=str(cfg_model.model),
+                            weights=str(cfg_model.weights))
     eng = out.setdefault("engine", {})
     eng.update(type=engine.type, device=engine.device)
     if engine.data_source is not None:

@@ -12,6 +12,7 @@ The layout follows the POT file format::
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +31,7 @@ ALGORITHM_NAMES = (
 )
 
 TargetDevice = Literal["ANY", "CPU", "CPU_SPR", "GPU", "NPU", "GNA", "GNA3", "GNA3.5"]
-EngineType = Literal["simplified", "accuracy_checker"]
+EngineType = Literal["simplified", "accuracy_checker", "data_free"]
 Preset = Literal["performance", "mixed"]
 Mode = Literal["symmetric", "asymmetric"]
 Granularity = Literal["pertensor", "perchannel"]
@@ -79,9 +80,26 @@ class ModelConfig:
     :param model_name: name used in logs and output file names; defaults to the stem of ``model``.
     :param model: absolute path of the IR ``.xml`` (checked to exist).
     :param weights: absolute path of the ``.bin``; defaults to the ``.bin`` beside the ``.xml``.
+    :param cascade: for a cascade (``model.cascade``): its sub-models in order; ``model`` and
+        ``weights`` are then those of the first one.
     """
 
     model_name: str
+    model: Path
+    weights: Path
+    cascade: tuple["CascadeEntry", ...] = ()
+
+
+@dataclass(frozen=True)
+class CascadeEntry:
+    """One sub-model of ``model.cascade``.
+
+    :param name: sub-model name (output files ``<model_name>_<name>.xml``; ignored scopes are keyed by it).
+    :param model: absolute path of its ``.xml``.
+    :param weights: absolute path of its ``.bin``.
+    """
+
+    name: str
     model: Path
     weights: Path
 
@@ -106,6 +124,13 @@ class EngineConfig:
     :param ac_config: absolute path of an Accuracy Checker YAML (``engine.config``), if any.
     :param ac_inline: inline Accuracy Checker content (the ``name``, ``models``, ``datasets``,
         ``launchers`` keys of the section, read-only), or ``None``.
+    :param generate_data: ``data_free``: generate synthetic images into ``data_source`` when it
+        holds none (default True); False: use the images already there.
+    :param data_type: ``data_free``: the kind of generated data; only ``"image"``.
+
+    ``type: data_free`` (the 2022.x original's data-free mode, :mod:`pot_cli.engines.data_free`)
+    calibrates on synthetic images cached in ``data_source`` (``None``: a folder per input size
+    under the user's cache directory), as many as the largest ``stat_subset_size``.
     """
 
     type: EngineType
@@ -117,6 +142,8 @@ class EngineConfig:
     eval_requests_number: int | None = None
     ac_config: Path | None = None
     ac_inline: Mapping[str, FrozenJson] | None = None
+    generate_data: bool = True
+    data_type: str = "image"
 
 
 @dataclass(frozen=True)
@@ -199,10 +226,21 @@ class IgnoredScope:
 
     :param scope: node friendly names.
     :param operations: operation types (optionally with attribute values).
+    :param skip_model: leave the whole (sub-)model in floating point.
+    :param models: for a cascade: sub-model name -> its own ignored scope (scope names without a
+        sub-model prefix); a sub-model not named here has nothing ignored.
     """
 
     scope: tuple[str, ...] = ()
     operations: tuple[IgnoredOperation, ...] = ()
+    skip_model: bool = False
+    models: Mapping[str, "IgnoredScope"] = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_model(self, name: str) -> "IgnoredScope":
+        """The ignored scope of the cascade's sub-model ``name`` (empty when it is not named;
+        a top-level ``skip_model`` skips every sub-model)."""
+        sub = self.models.get(name, IgnoredScope())
+        return dataclasses.replace(sub, skip_model=True) if self.skip_model else sub
 
 
 @dataclass(frozen=True)

@@ -756,14 +756,17 @@ def create_ac_engine(engine: EngineConfig, config_source: str, roots: Roots | No
         ``DATA_DIR``, ``ANNOTATIONS_DIR``).
     :return: the engine description; call :meth:`ACEngine.bind` with the model before reading.
     :raises ConfigError: every problem of the configuration at once.
-    :raises NotSupportedError: composite models (``evaluations``), pre-converted annotations only.
+    :raises NotSupportedError: custom evaluators (``evaluations``: a cascade's engine,
+        :mod:`pot_cli.engines.cascade`), pre-converted annotations only.
     :raises DatasetError: unreadable or incomplete annotation files, no samples.
     """
     doc, source, base = load_ac_document(engine, config_source)
     roots = roots if roots is not None else Roots.from_env()
     problems = Problems(source)
     if "evaluations" in doc and "models" not in doc:
-        raise NotSupportedError(f"{source}: evaluations: composite models are not supported yet; expected 'models'")
+        raise NotSupportedError(f"{source}: evaluations: a custom evaluator runs a cascade of models; expected "
+                                "model.cascade in the POT config (see configs/examples/mtcnn_cascade.json), or "
+                                "'models' for one model")
     definitions = load_definitions(doc, source, base, roots)
     launcher_index = None
     if "models" in doc:

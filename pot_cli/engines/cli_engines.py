@@ -2,6 +2,8 @@
 
 * ``simplified``: :class:`DataSourceEngine`, a :class:`~pot_cli.api.SimplifiedEngine` whose
   data loader is the ``engine.data_source`` folder (:mod:`pot_cli.engines.data_source`);
+* ``data_free``: the same :class:`DataSourceEngine` on synthetic images generated into (or reused
+  from) ``engine.data_source`` (:func:`create_data_free_engine`);
 * ``accuracy_checker``: :class:`AccuracyCheckerEngine`, calibration on the Accuracy Checker
   config's optimization dataset and metrics on its evaluation dataset.
 """
@@ -64,6 +66,30 @@ def create_simplified_engine(config: EngineConfig, model: ov.Model) -> DataSourc
     :raises ConfigError: a data path that does not exist, a layout or shape that cannot fit.
     :raises DatasetError: no usable sample.
     """
+    data = create_data_source(config.data_source, model, layout=config.layout, shape=config.shape,
+                              source_key="engine.data_source")
+    return DataSourceEngine(config, data)
+
+
+def create_data_free_engine(config: EngineConfig, model: ov.Model, subset_size: int = 300) -> DataSourceEngine:
+    """The data_free engine of ``config`` for ``model``: synthetic images generated (or reused) in
+    ``engine.data_source`` (:mod:`pot_cli.engines.data_free`), then fed as the simplified engine feeds a
+    folder of images (same layout and shape handling).
+
+    :param subset_size: how many images calibration needs (the largest ``stat_subset_size``).
+    :raises ConfigError: not a single image input, a dynamic H/W without ``engine.shape``, a cache
+        folder that cannot hold the images.
+    :raises DatasetError: no images and ``generate_data`` false.
+    :raises OutputError: the images cannot be written.
+    """
+    from dataclasses import replace
+
+    from pot_cli.engines.data_free import default_cache_dir, ensure_dataset, image_spec
+
+    spec, _ = image_spec(model, config.layout, config.shape)
+    folder = config.data_source or str(default_cache_dir(spec))
+    ensure_dataset(folder, spec, subset_size, generate=config.generate_data)
+    config = replace(config, data_source=str(folder))
     data = create_data_source(config.data_source, model, layout=config.layout, shape=config.shape,
                               source_key="engine.data_source")
     return DataSourceEngine(config, data)

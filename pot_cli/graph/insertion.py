@@ -48,6 +48,9 @@ def insert_fake_quantize(output: ov.Output, consumers: list[ov.Input], params: Q
 def insert_compressed_weights(target: ov.Input, codes: np.ndarray, params: QuantizerParams, name: str) -> ov.Output:
     """Feed ``target`` with INT8 weights: ``Constant(i8) -> Convert -> [Subtract zp] -> Multiply scale``.
 
+    16-bit codes (GNA's 16-bit weights) are stored the same way as an ``i16`` Constant named
+    ``<name>/int16``; the CPU plugin compiles that pattern and computes the layer in floating point.
+
     The CPU plugin's low-precision transformations recognise this dequantization pattern and run
     the consumer in INT8 when its activation input has a FakeQuantize.
 
@@ -59,7 +62,7 @@ def insert_compressed_weights(target: ov.Input, codes: np.ndarray, params: Quant
     """
     et = target.get_element_type()
     q = ops.constant(codes)
-    q.set_friendly_name(f"{name}/int8")
+    q.set_friendly_name(f"{name}/int{8 * codes.dtype.itemsize}")  # int8; int16 for 16-bit (GNA) weights
     x = ops.convert(q, et)
     x.set_friendly_name(f"{name}/convert")
     if np.any(params.zero_point != 0):

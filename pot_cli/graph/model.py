@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from xml.etree import ElementTree
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import openvino as ov
@@ -360,9 +360,12 @@ def reads_state_only(output: ov.Output, cache: dict | None = None) -> bool:
     return state and not inputs
 
 
-def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str,
+def save_model_atomic(model: ov.Model | Mapping[str, ov.Model], target_dir: Path, model_name: str,
                       extra_files: dict[str, str] | Callable[[float], dict[str, str]] | None = None) -> Path:
     """Write ``<target_dir>/<model_name>.xml|.bin`` (and extra text files) all or nothing.
+
+    ``model`` may also be ``{file stem: ov.Model}`` (a cascade's sub-models, written together);
+    ``model_name`` is then the stem whose ``.xml`` path is returned.
 
     Files are first written into a temporary sibling folder, which is then renamed to
     ``target_dir``. An existing ``target_dir`` is replaced only once the new one is complete.
@@ -388,12 +391,15 @@ def save_model_atomic(model: ov.Model, target_dir: Path, model_name: str,
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is a normal folder
         started = time.perf_counter()
-        ov.save_model(model, str(tmp / f"{model_name}.xml"), compress_to_fp16=False)
+        models = dict(model) if isinstance(model, Mapping) else {model_name: model}
+        for stem, one in models.items():
+            ov.save_model(one, str(tmp / f"{stem}.xml"), compress_to_fp16=False)
         if callable(extra_files):
             extra_files = extra_files(time.perf_counter() - started)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        _check_saved(tmp, model_name, extra_files)
+        for stem in models:
+            _check_saved(tmp, stem, extra_files)
         backup = None
         with _signals_deferred():  # Ctrl-C here would leave neither the old nor the new folder
             if target_dir.exists():

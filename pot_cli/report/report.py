@@ -85,11 +85,51 @@ def build_run_report(config, options, state, xml: Path, version: str, skipped: l
         report["accuracy_aware"] = aa.report
         summary["target_met"] = aa.target_met
         summary["reverted_layers"] = list(aa.reverted)
+        if getattr(aa, "switched", None):  # GNA: layers switched from 8-bit to 16-bit quantization
+            summary["switched_to_16_bit"] = list(aa.switched)
     if evaluation is not None:
         report["evaluation"] = evaluation
     if state.speed_check is not None:
         report["speed_check"] = state.speed_check
         summary["kept_in_float_for_speed"] = len(state.speed_check.get("reverted", ()))
+    return report
+
+
+def build_cascade_report(config, options, state, states: dict, xmls: dict, version: str, skipped: list[str],
+                         evaluation: dict | None = None) -> dict:
+    """The report of a cascade's run: :func:`build_report`'s keys, with ``input.cascade`` and
+    ``output.models`` (each sub-model's files), ``quantizers`` and ``bias_correction`` rows
+    carrying the sub-model name (``model``), a ``models`` section per sub-model (its summary,
+    channel alignment, samples and times) and the sums in ``summary``.
+
+    :param state: the run's :class:`pot_cli.pipeline.RunState` (times of the whole run).
+    :param states: ``{sub-model name: RunState}``.
+    :param xmls: ``{sub-model name: .xml path}`` where each IR will be written.
+    """
+    first = next(iter(xmls.values()))
+    report = build_report(config=config, options=options, result=state.result, xml=first,
+                          samples_used=state.samples_used, samples_skipped=skipped, times=state.times, version=version)
+    report["input"]["cascade"] = [{"name": c.name, "model": str(c.model), "weights": str(c.weights)}
+                                  for c in config.model.cascade]
+    if config.engine.ac_config:
+        report["input"]["ac_config"] = str(config.engine.ac_config)
+    report["output"]["models"] = [{"name": n, "xml": str(x.resolve()), "bin": str(x.resolve().with_suffix(".bin"))}
+                                  for n, x in xmls.items()]
+    report["models"], report["quantizers"], report["bias_correction"] = [], [], []
+    for name, sub in states.items():
+        part = build_run_report(config, options, sub, xmls[name], version, skipped)
+        report["quantizers"] += [{"model": name, **row} for row in part["quantizers"]]
+        report["bias_correction"] += [{"model": name, **row} for row in part["bias_correction"]]
+        section = {"name": name, "output": part["output"]["xml"], "summary": part["summary"],
+                   "samples_used": sub.samples_used, "time_s": dict(sub.times)}
+        if "channel_alignment" in part:
+            section["channel_alignment"] = part["channel_alignment"]
+        report["models"].append(section)
+    summary = report["summary"]
+    for key in ("activation_quantizers", "weight_quantizers", "biases_corrected"):
+        summary[key] = sum(m["summary"][key] for m in report["models"])
+    if evaluation is not None:
+        report["evaluation"] = evaluation
     return report
 
 

@@ -80,21 +80,27 @@ def statistic_key(request: StatisticRequest) -> str:
     return key
 
 
-def stats_layout(requests: Sequence[StatisticRequest]) -> dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]]:
-    """POT's ``stats_layout`` for ``requests``: ``{tensor key: {statistic key: fn(array) -> value}}``."""
+def stats_layout(requests: Sequence[StatisticRequest],
+                 prefix: str = "") -> dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]]:
+    """POT's ``stats_layout`` for ``requests``: ``{tensor key: {statistic key: fn(array) -> value}}``.
+
+    :param prefix: prepended to every tensor key (``'<sub-model>_'`` for a cascade's sub-model).
+    """
     layout: dict[str, dict[str, Callable]] = {}
     for r in requests:
-        layout.setdefault(tensor_key(r), {})[statistic_key(r)] = partial(reduce_sample, r)
+        layout.setdefault(prefix + tensor_key(r), {})[statistic_key(r)] = partial(reduce_sample, r)
     return layout
 
 
-def fold_statistics(requests: Sequence[StatisticRequest], values: dict[str, dict[str, list]]) -> Statistics:
+def fold_statistics(requests: Sequence[StatisticRequest], values: dict[str, dict[str, list]],
+                    prefix: str = "") -> Statistics:
     """Fold an engine's per-sample values into :class:`Statistics`.
 
     :param requests: the requests ``stats_layout`` was made of.
     :param values: ``{tensor key: {statistic key: [value per sample, in dataset order]}}``, the
         second element of ``Engine.predict``'s result; a value may hold several samples along a
         new first axis (a batch).
+    :param prefix: the tensor keys' prefix given to :func:`stats_layout`.
     :return: the statistics, as :func:`pot_cli.statistics.collector.collect_statistics` gives.
     :raises KeyError: when a requested statistic is missing.
     """
@@ -102,7 +108,7 @@ def fold_statistics(requests: Sequence[StatisticRequest], values: dict[str, dict
     n = 0
     for r in dict.fromkeys(requests):
         acc = _Accumulator(r.reduction)
-        for v in values[tensor_key(r)][statistic_key(r)]:
+        for v in values[prefix + tensor_key(r)][statistic_key(r)]:
             acc.add(np.asarray(v, dtype=np.float64))
         n = max(n, acc.n)
         out[(r.output, r.reduction, r.channel_axis, r.outlier_prob)] = acc.result()

@@ -261,8 +261,8 @@ def test_several_errors_reported_at_once_sorted(tmp_path, ir):
         f"{path}: compression.target_device: invalid value \"CPUU\" (did you mean 'CPU'?); "
         "expected one of: ANY, CPU, CPU_SPR, GPU, NPU, VPU, GNA, GNA3, GNA3.5",
         f"{path}: engine.devise: unknown key (did you mean 'device'?); expected one of: config, "
-        "data_source, datasets, device, eval_requests_number, launchers, layout, models, name, "
-        "shape, stat_requests_number, type",
+        "data_source, data_type, datasets, device, eval_requests_number, generate_data, launchers, layout, "
+        "models, name, shape, stat_requests_number, type",
     ]
     assert info.value.problems == expected
     assert str(info.value) == "\n".join(expected)
