@@ -366,7 +366,9 @@ def _prepare(config, quantize, preset, model, weights, name, engine, data_source
     except OSError as e:
         from pot_cli.errors import OutputError
         raise OutputError(f"{run_dir}: cannot create the output folder: {e.strerror or e}") from e
-    log.info("pot %s: quantizing %s (target_device %s)", __version__, cfg.model.model, cfg.compression.target_device)
+    what = (f"the cascade '{cfg.model.model_name}' ({', '.join(c.name for c in cfg.model.cascade)})"
+            if cfg.model.cascade else str(cfg.model.model))
+    log.info("pot %s: quantizing %s (target_device %s)", __version__, what, cfg.compression.target_device)
     return cfg, options, run_dir
 
 

@@ -711,6 +711,12 @@ def validate_config(raw: Any, source: str, base_dir: Path | None = None) -> PotC
                          for i, a in enumerate(comp["algorithms"])),
         **_compression_fields(comp),
     )
+    if model.cascade:
+        for i, a in enumerate(compression.algorithms):
+            if a.name == "AccuracyAwareQuantization":
+                builder.problem(["compression", "algorithms", i, "name"],
+                                f"AccuracyAwareQuantization on a cascade of {len(model.cascade)} models is not "
+                                "supported; expected DefaultQuantization or MinMaxQuantization")
     raise_problems(builder.problems)
     return PotConfig(model=model, engine=engine, compression=compression, source=source,
                      raw=_raw_as_used(raw, model, engine, compression))

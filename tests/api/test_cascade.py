@@ -226,3 +226,16 @@ def test_cli_cascade_with_an_evaluations_engine(tmp_path):
     result = CliRunner().invoke(main, ["-c", str(tmp_path / "c.json"), "--output-dir", str(tmp_path / "out2")])
     assert result.exit_code != 0
     assert "model.cascade[1].name: missing" in result.output and "model.model: not used with model.cascade" in result.output
+
+
+def test_accuracy_aware_on_a_cascade_config_is_a_config_error(tmp_path):
+    from pot_cli.config import validate_config
+    from pot_cli.errors import ConfigError
+
+    a, b = _cascade_files(tmp_path)
+    raw = {"model": {"model_name": "duo", "cascade": [{"name": "a", "model": str(a)}, {"name": "b", "model": str(b)}]},
+           "engine": {"type": "simplified", "data_source": str(tmp_path)},
+           "compression": {"algorithms": [{"name": "AccuracyAwareQuantization"}]}}
+    with pytest.raises(ConfigError, match=r"cfg\.json: compression\.algorithms\[0\]\.name: AccuracyAwareQuantization "
+                                          r"on a cascade of 2 models is not supported; expected DefaultQuantization"):
+        validate_config(raw, "cfg.json", tmp_path)
