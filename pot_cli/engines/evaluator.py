@@ -22,7 +22,6 @@ import numpy as np
 import openvino as ov
 
 from pot_cli.engines.ac.base import Outputs
-from pot_cli.engines.ac.representations import SampleMeta
 from pot_cli.engines.accuracy_checker import ACDataset
 from pot_cli.engines.metrics import Metric
 from pot_cli.errors import EngineError, ModelError, PotError, runtime_error_text
@@ -249,7 +248,10 @@ class Evaluator:
         ds = self.dataset
         predictions = []
         for n, i in enumerate(indices):
-            meta = ds.metas.get(i) or SampleMeta(ds.identifier(i), (0, 0, 0))
+            meta = ds.metas.get(i)
+            if meta is None:  # every sample inferred here was loaded by ds.load, which records it
+                raise EngineError(f"{ds.where}: sample {ds.identifier(i)} has no image metadata; expected it to be "
+                                  "read through the dataset before scoring")
             prediction = self.decoder.process(outputs[i], meta)
             annotation = annotations[n]
             for step in ds.postprocessing:
