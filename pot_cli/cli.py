@@ -255,11 +255,16 @@ def build_raw_config(config: str | None, quantize: str | None, preset: str | Non
 @click.option("--generate-data/--no-generate-data", default=None,
               help="data_free: generate synthetic images into --data-source when it holds none (default), or "
                    "use only the images already there (engine.generate_data).")
+@click.option("--analyze", type=click.FloatRange(min=0.0, max=1.0, min_open=True), is_flag=False, flag_value=0.99,
+              default=None, metavar="[TARGET]",
+              help="After quantization, rank the quantized layers by the harm they do to the output (SQNR, cosine "
+                   "against FP32 on a few calibration samples) and recommend the fewest to keep in float for output "
+                   "cosine TARGET (default 0.99): report.json 'analysis' and <model_name>_recommended.json.")
 @click.version_option(__version__, "--version", prog_name="pot")
 def main(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
          target_device, output_dir, direct_dump, log_level, progress_bar, stream_output, keep_uncompressed_weights,
          allow_quantized=False, layout=None, definitions=None, data_dir=None, annotations_dir=None, shape=None,
-         data_type=None, generate_data=None):
+         data_type=None, generate_data=None, analyze=None):
     """Post-training INT8 quantization of OpenVINO IR models (POT-compatible)."""
     from pot_cli.client import create_model_and_pipeline, finish
 
@@ -268,8 +273,10 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
                                          ac_config, max_drop, evaluate, target_device, output_dir, direct_dump,
                                          log_level, progress_bar, stream_output, keep_uncompressed_weights,
                                          allow_quantized, layout, (definitions, data_dir, annotations_dir),
-                                         {"shape": shape, "data_type": data_type, "generate_data": generate_data})
+                                         {"shape": shape, "data_type": data_type, "generate_data": generate_data},
+                                         analyze)
         model, pipeline = create_model_and_pipeline(cfg, options)
+        pipeline.output_dir = run_dir
         model = pipeline.run(model)
         session.code = _report(finish(cfg, options, run_dir, pipeline, model))
     sys.exit(session.code)
@@ -321,10 +328,12 @@ class _session:
 def _prepare(config, quantize, preset, model, weights, name, engine, data_source, ac_config, max_drop, evaluate,
              target_device, output_dir, direct_dump, log_level, progress_bar, stream_output,
              keep_uncompressed_weights, allow_quantized=False, layout=None, roots=(None, None, None),
-             data_free=None):
+             data_free=None, analyze=None):
     """The validated config, the run options and the run folder (with its ``log.txt`` open).
 
     ``data_free``: ``--shape``, ``--data-type``, ``--[no-]generate-data`` (see :func:`build_raw_config`).
+
+    ``analyze``: ``--analyze [TARGET]``, the target output cosine; sets ``compression.analyze``.
 
     ``roots``: ``(--definitions, --data-dir, --annotations-dir)``; each unset one comes from its
     environment variable (``DEFINITIONS_FILE``, ``DATA_DIR``, ``ANNOTATIONS_DIR``).
@@ -341,6 +350,8 @@ def _prepare(config, quantize, preset, model, weights, name, engine, data_source
     raw, source, _ = build_raw_config(config, quantize, preset, model, weights, name, engine, data_source,
                                       target_device.upper() if target_device else None, ac_config, max_drop,
                                       layout, data_free)
+    if analyze is not None:
+        raw["compression"]["analyze"] = analyze
     cfg = validate_config(raw, source=source)
     if evaluate and cfg.engine.type != "accuracy_checker":
         raise UsageError(f"{source}: -e/--evaluate needs annotated data and metrics: the accuracy_checker engine "
@@ -373,7 +384,12 @@ def _prepare(config, quantize, preset, model, weights, name, engine, data_source
 
 
 def _report(result) -> int:
-    """Print the evaluation and the output path; the exit code (3: the accuracy target was not met)."""
+    """Log a short summary (what was quantized, what stayed in float and why, where the reports
+    are), print the evaluation and the output path; the exit code (3: the accuracy target was not met)."""
+    from pot_cli.report.precision import console_summary
+
+    for line in console_summary(result.report, result.report_path):
+        log.info("%s", line)
     if result.evaluation is not None:
         for metric, value in result.evaluation["metrics"].items():
             click.echo(f"{metric}: {value:.6f}")

@@ -21,7 +21,9 @@ from pot_cli.config import PotConfig
 from pot_cli.errors import UsageError
 from pot_cli.graph.model import save_model_atomic
 from pot_cli.pipeline import Pipeline, check_cascade, create_pipeline
-from pot_cli.report.report import build_run_report, dump_report
+from pot_cli.report.html import report_files as report_texts
+from pot_cli.report.precision import add_model_sections
+from pot_cli.report.report import build_run_report
 
 log = logging.getLogger("pot")
 
@@ -190,6 +192,12 @@ def create_model_and_pipeline(config: PotConfig, options: RunOptions) -> tuple[C
     pipeline = create_pipeline(config.compression.algorithms, engine, source=config.source,
                                keep_uncompressed_weights=options.keep_uncompressed_weights)
     pipeline.checked = True
+    if config.compression.analyze and not model.is_cascade:  # --analyze / compression.analyze
+        from pot_cli.algorithms.analysis import AnalysisSettings
+
+        pipeline.analyze = AnalysisSettings.from_value(config.compression.analyze)
+    elif config.compression.analyze:
+        log.warning("%s: compression.analyze: not supported on a cascade; skipped", config.source)
     pipeline.times.update(load_model_s=load_s, data_source_s=time.perf_counter() - t)
     return model, pipeline
 
@@ -217,12 +225,14 @@ def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipel
         return _save_cascade(config, options, target, pipeline, model, evaluation, t)
     report = build_run_report(config, options, state, target / f"{name}.xml", __version__,
                               skipped=[str(p) for p in getattr(pipeline.engine, "skipped", [])], evaluation=evaluation)
+    add_model_sections(report, {name: model.model}, [str(config.model.weights)])
+    recommended = _recommended_file(config, report, target / f"{name}_recommended.json")
     state.timed("report_s", t)
 
     def report_files(save_seconds: float) -> dict[str, str]:
         report["time_s"].update(report_s=state.times["report_s"], save_s=save_seconds,
                                 total_s=time.perf_counter() - state.started)
-        return {"report.json": dump_report(report)}
+        return {**report_texts(report), **recommended}  # report.json and report.html
 
     xml = save_model_atomic(model.model, target, name, extra_files=report_files)
     if state.unquantized:
@@ -233,6 +243,23 @@ def _save(config: PotConfig, options: RunOptions, run_dir: Path, pipeline: Pipel
     aa = state.accuracy_aware
     return RunResult(xml=xml, bin=xml.with_suffix(".bin"), report_path=target / "report.json", report=report,
                      target_met=aa is None or aa.target_met, evaluation=evaluation)
+
+
+def _recommended_file(config: PotConfig, report: dict, path: Path) -> dict[str, str]:
+    """``--analyze``: ``{<model_name>_recommended.json: the run's config with the recommended
+    ignored scope}`` (:func:`pot_cli.algorithms.analysis.recommended_config`), its path recorded in
+    ``report['analysis']['recommendation']['config']``; empty without an analysis."""
+    import json
+
+    from pot_cli.algorithms.analysis import recommended_config
+
+    section = report.get("analysis")
+    if not section:
+        return {}
+    section["recommendation"]["config"] = str(path.resolve())
+    log.info("Recommended config (ignored scope of %d layer group(s) kept in float): %s",
+             len(section["recommendation"]["keep_float"]), path.resolve())
+    return {path.name: json.dumps(recommended_config(config.raw, section), indent=2) + "\n"}
 
 
 def _save_cascade(config: PotConfig, options: RunOptions, target: Path, pipeline: Pipeline, model: CompressedModel,
@@ -246,14 +273,15 @@ def _save_cascade(config: PotConfig, options: RunOptions, target: Path, pipeline
     report = build_cascade_report(config, options, state, pipeline.states, {n: target / f"{s}.xml" for n, s in stems.items()},
                                   __version__, skipped=[str(p) for p in getattr(pipeline.engine, "skipped", [])],
                                   evaluation=evaluation)
+    models = {stems[m["name"]]: m["model"] for m in model.models}
+    add_model_sections(report, models, [str(c.weights) for c in config.model.cascade])
     state.timed("report_s", started)
 
     def report_files(save_seconds: float) -> dict[str, str]:
         report["time_s"].update(report_s=state.times["report_s"], save_s=save_seconds,
                                 total_s=time.perf_counter() - state.started)
-        return {"report.json": dump_report(report)}
+        return report_texts(report)  # report.json and report.html
 
-    models = {stems[m["name"]]: m["model"] for m in model.models}
     xml = save_model_atomic(models, target, stems[model.names[0]], extra_files=report_files)
     xmls = [target / f"{s}.xml" for s in stems.values()]
     log.info("Quantized cascade written to %s", ", ".join(str(x) for x in xmls))

@@ -43,6 +43,13 @@ class RunState:
     :param accuracy_aware: the AccuracyAwareQuantization result, if it ran.
     :param speed_check: the speed check's report section, if it ran.
     :param unquantized: the speed check sent every layer back to float (the input model is the output).
+    :param output_dir: the run's output folder (relative ``results_dump_filename`` paths start
+        there); ``None``: the working directory.
+    :param quant_noise: QuantNoiseEstimator's report section, if it ran.
+    :param analyze: the sensitivity analysis asked for (:class:`~pot_cli.algorithms.analysis.AnalysisSettings`),
+        or ``None``.
+    :param float_model: with ``analyze``: the float model the last quantization started from.
+    :param analysis: the ``analysis`` report section, when it ran.
     """
 
     engine: Any
@@ -59,6 +66,11 @@ class RunState:
     accuracy_aware: Any = None
     speed_check: dict | None = None
     unquantized: bool = False
+    output_dir: Any = None
+    quant_noise: dict | None = None
+    analyze: Any = None
+    float_model: ov.Model | None = None
+    analysis: dict | None = None
     started: float = field(default_factory=time.perf_counter)
     _pending: list[StatisticRequest] | None = None
 
@@ -100,6 +112,11 @@ class Pipeline:
         self.times: dict[str, float] = {}
         #: :meth:`check` already ran on the model (the CLI checks before reading the data)
         self.checked = False
+        #: the run's output folder (the CLI's run folder); ``None``: the working directory
+        self.output_dir = None
+        #: after the algorithms, the per-layer sensitivity analysis and its recommendation
+        #: (:class:`~pot_cli.algorithms.analysis.AnalysisSettings`, or ``None``; see :func:`create_pipeline`)
+        self.analyze = None
 
     @property
     def algo_seq(self) -> list:
@@ -135,13 +152,37 @@ class Pipeline:
         log.info("pot %s, OpenVINO %s", __version__, ov.__version__)
         state = RunState(self.engine, self.keep_uncompressed_weights, dict(self.times))
         state.started -= sum(self.times.values())
+        state.output_dir = self.output_dir
+        state.analyze = self.analyze
         self.state = state
         self.engine.set_model(model)
         if not self.checked:
             self.check(model)
         for algo in self._algo_seq:
             model = algo.run(model, state) or model
+        if state.analyze is not None:
+            self._analyze(model, state)
         return model
+
+    def _analyze(self, model, state: RunState) -> None:
+        """The sensitivity analysis of the output model (:func:`pot_cli.algorithms.analysis.analyze`)
+        into ``state.analysis``; skipped with a warning when there is nothing to analyse."""
+        from pot_cli.algorithms.analysis import analyze
+
+        quant = [a for a in self._algo_seq if a.name in ("DefaultQuantization", "MinMaxQuantization",
+                                                         "AccuracyAwareQuantization")]
+        why = ("the engine gives no model inputs to the pipeline" if not self.engine.has_sample_feeds else
+               "no quantization algorithm ran" if state.float_model is None or not quant else
+               "the output model is unquantized" if state.unquantized or not state.result.quantizers else None)
+        if why:
+            log.warning("analyze: skipped, %s", why)
+            return
+        t = time.perf_counter()
+        algo = quant[-1]
+        result = analyze(model.model, state.float_model, state.result, self.engine, algo.indices(), state.analyze,
+                         ignored_scope=list(algo.params.ignored.scope), plain_time_s=t - state.started)
+        state.analysis = result.report()
+        state.timed("analysis_s", t)
 
     def _run_cascade(self, model):
         """Run the algorithms on each sub-model of a cascade (their own ignored scopes,
@@ -368,7 +409,8 @@ def _compressed(model):
 
 
 def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", *,
-                    keep_uncompressed_weights: bool = False, source: str = "create_pipeline") -> Pipeline:
+                    keep_uncompressed_weights: bool = False, source: str = "create_pipeline",
+                    analyze: Any = None) -> Pipeline:
     """A :class:`Pipeline` of the algorithms ``algo_config`` on ``engine`` (the original's ``create_pipeline``).
 
     :param algo_config: ``[{'name': 'DefaultQuantization', 'params': {...}}, ...]`` (POT names
@@ -378,6 +420,9 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
     :param interface: accepted for compatibility.
     :param keep_uncompressed_weights: see :class:`Pipeline`.
     :param source: prefixes config messages (the config file, for the CLI).
+    :param analyze: ``True`` or a target output cosine in (0, 1]: after the algorithms, the per-layer
+        sensitivity analysis and its recommendation (:mod:`pot_cli.algorithms.analysis`), in
+        ``pipeline.state.analysis``; ``None``/``False``: none.
     :return: the pipeline.
     :raises ConfigError: unknown names, misspelt or invalid params (the CLI's schema and messages).
     :raises NotSupportedError: an algorithm not built yet, or a bias correction not right after
@@ -391,6 +436,14 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
         algo_config = []
     configs = validate_algorithms(algo_config, source)
     pipeline = Pipeline(engine, keep_uncompressed_weights)
+    from pot_cli.algorithms.analysis import AnalysisSettings
+
+    try:
+        pipeline.analyze = AnalysisSettings.from_value(analyze)
+    except ValueError as e:
+        from pot_cli.errors import ConfigError
+
+        raise ConfigError(f"{source}: {e}") from None
     if configs:
         engine.calibration_size()  # an empty data loader fails here, as in the original
     for algo in create_algorithms(configs, engine, source):

@@ -151,7 +151,7 @@ def test_direct_dump_layout(direct_run):
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(out / "optimized" / "tiny.xml")
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "optimized"]
-    assert sorted(p.name for p in (out / "optimized").iterdir()) == ["report.json", "tiny.bin", "tiny.xml"]
+    assert sorted(p.name for p in (out / "optimized").iterdir()) == ["report.html", "report.json", "tiny.bin", "tiny.xml"]
     log = (out / "log.txt").read_text()
     assert "Quantized model written to" in log and "Collecting statistics on 12 samples" in log
 
@@ -226,7 +226,7 @@ def test_run_folder_layout_without_direct_dump(tiny):
     assert len(runs) == 1 and STAMP.fullmatch(runs[0].name), runs
     run = runs[0]
     assert sorted(p.name for p in run.iterdir()) == ["log.txt", "optimized"]
-    assert sorted(p.name for p in (run / "optimized").iterdir()) == ["report.json", "tiny.bin", "tiny.xml"]
+    assert sorted(p.name for p in (run / "optimized").iterdir()) == ["report.html", "report.json", "tiny.bin", "tiny.xml"]
     assert result.stdout.strip() == str(run / "optimized" / "tiny.xml")
     # a second run never reuses the folder
     again = pot("-q", "default", "-m", tiny["xml"], "--data-source", tiny["images"], "--output-dir", out)
@@ -240,7 +240,7 @@ def test_name_option_names_the_outputs(tiny):
                  "-n", "renamed")
     assert result.exit_code == 0, result.stderr
     run = next((out / "renamed_DefaultQuantization").iterdir())
-    assert sorted(p.name for p in (run / "optimized").iterdir()) == ["renamed.bin", "renamed.xml", "report.json"]
+    assert sorted(p.name for p in (run / "optimized").iterdir()) == ["renamed.bin", "renamed.xml", "report.html", "report.json"]
 
 
 def test_keep_uncompressed_weights(tiny):

@@ -128,19 +128,24 @@ def _nmse(y, ref) -> float:
     return float(np.sum((y - ref) ** 2) / max(float(np.sum(ref * ref)), 1e-12))
 
 
-def _bypass_fake_quantize(inp: ov.Input) -> None:
+def _reconnect(inp: ov.Input, source: ov.Output) -> None:
+    """The default ``connect`` of :func:`revert_group`: ``inp`` reads ``source``."""
+    inp.replace_source_output(source)
+
+
+def _bypass_fake_quantize(inp: ov.Input, connect: Callable[[ov.Input, ov.Output], None] = _reconnect) -> None:
     """Make ``inp`` read float data: bypass the FakeQuantize feeding it, or, when quantization was
     moved up through agnostic ops (MaxPool, Reshape, Concat...) that only ``inp`` reads, the
-    FakeQuantize ops in front of those ops."""
+    FakeQuantize ops in front of those ops (``connect(input, float source)`` makes each edit)."""
     src = inp.get_source_output()
     node = src.get_node()
     t = node.get_type_name()
     if t == "FakeQuantize":
-        inp.replace_source_output(node.input_value(0))
+        connect(inp, node.input_value(0))
     elif carries_quantized(node) and len(src.get_target_inputs()) == 1 and not any(
             node.output(k).get_target_inputs() for k in range(node.get_output_size()) if k != src.get_index()):
         for upstream in (node.inputs() if t == "Concat" else [node.input(0)]):
-            _bypass_fake_quantize(upstream)
+            _bypass_fake_quantize(upstream, connect)
 
 
 def _groups(model: ov.Model, result: DefaultQuantizationResult) -> tuple[str, ...]:
@@ -175,7 +180,8 @@ def group_ops(model: ov.Model, result: DefaultQuantizationResult) -> dict[str, o
 
 
 def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
-                 is_fp_constant: Callable[[ov.Output], bool]) -> None:
+                 is_fp_constant: Callable[[ov.Output], bool],
+                 connect: Callable[[ov.Input, ov.Output], None] = _reconnect) -> None:
     """Put layer group ``group`` of a quantized ``model`` back in floating point, in place.
 
     The FakeQuantize ops on the group's activation inputs are bypassed for this op only (another
@@ -188,6 +194,8 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
     :param group: friendly name of a quantized op (Convolution, MatMul, residual Add...).
     :param fp_ops: friendly name -> op of the FP32 model.
     :param is_fp_constant: predicate on an FP32 output: a constant sub-graph (weights, bias).
+    :param connect: makes each edit, ``connect(input, float source)``; default: the input reads
+        the float source (the sensitivity analysis puts a switch between both instead).
     """
     node = next(op for op in model.get_ops() if op.get_friendly_name() == group)
     fp = fp_ops[group]
@@ -196,9 +204,9 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
         src = inp.get_source_output()
         if is_fp_constant(fp_src):
             if src.get_node().get_friendly_name() != fp_src.get_node().get_friendly_name():
-                inp.replace_source_output(fp_src)
+                connect(inp, fp_src)
         else:
-            _bypass_fake_quantize(inp)
+            _bypass_fake_quantize(inp, connect)
     for target in node.output(0).get_target_inputs():
         add = target.get_node()
         fp_add = fp_ops.get(add.get_friendly_name())
@@ -208,7 +216,7 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
         fp_bias = fp_add.input(other).get_source_output()
         if is_fp_constant(fp_bias) and \
                 add.input(other).get_source_output().get_node().get_friendly_name() != fp_bias.get_node().get_friendly_name():
-            add.input(other).replace_source_output(fp_bias)
+            connect(add.input(other), fp_bias)
     model.validate_nodes_and_infer_types()
 
 

@@ -14,7 +14,10 @@ quantization math and graph edits stay in the modules these call:
   MinMax + bias correction chain);
 * ``ActivationChannelAlignment``: its own pass; the float model computes the same;
 * ``AccuracyAwareQuantization``: alignment and SmoothQuant as DefaultQuantization, then the
-  accuracy search on the engine's evaluator.
+  accuracy search on the engine's evaluator;
+* ``QuantNoiseEstimator``: per-layer SQNR of the quantized model against its float version
+  (:mod:`pot_cli.algorithms.quant_noise`); it measures a model that holds FakeQuantize ops (after
+  a quantization algorithm, or a quantized model), as the original did.
 """
 from __future__ import annotations
 
@@ -170,6 +173,8 @@ class _Quantization(Algorithm):
         algorithm, stats = self._calibrate(model.model, settings, indices, state)
         t = time.perf_counter()
         fp_model = model.model.clone() if self._speed_check_enabled() else None
+        if getattr(state, "analyze", None) is not None:  # the sensitivity analysis reverts groups from it
+            state.float_model = fp_model or model.model.clone()
         state.bodies = self._if_bodies(model.model, settings, indices, state)
         state.result = algorithm.apply(model.model, stats)
         state.state_only = list(algorithm.min_max.state_only)
@@ -213,12 +218,23 @@ class _Quantization(Algorithm):
                          sum(len(r.layers) for r in state.smoothing))
         state.timed("smooth_quant_s", t)
 
-    def core(self, settings: MinMaxSettings, state, collect=None) -> _Core:
-        """The MinMax (+ bias correction) core with this algorithm's bias settings."""
+    def core(self, settings: MinMaxSettings, state, collect=None, compress: bool | None = None) -> _Core:
+        """The MinMax (+ bias correction) core with this algorithm's bias settings.
+
+        :param compress: store weights as INT8 (default: unless ``keep_uncompressed_weights``).
+        """
         bias = self.bias_correction()
         return _Core(settings, use_fast_bias=bias == "fast", full_bias_correction=bias == "full",
-                     bias_threshold=self.bias_threshold(), compress_weights=not state.keep_uncompressed_weights,
+                     bias_threshold=self.bias_threshold(),
+                     compress_weights=not state.keep_uncompressed_weights if compress is None else compress,
                      collect=collect)
+
+    def compresses_weights(self, state) -> bool:
+        """Store this algorithm's weights as INT8 at once: unless ``keep_uncompressed_weights``, or
+        a QuantNoiseEstimator follows (it measures the weights' noise against their float values
+        behind FakeQuantize, then stores them as INT8)."""
+        return not state.keep_uncompressed_weights and not any(isinstance(a, QuantNoiseEstimator)
+                                                               for a in self.following)
 
     def bias_correction(self) -> str | None:
         """``fast``, ``full`` or ``None``."""
@@ -233,7 +249,7 @@ class _Quantization(Algorithm):
         def collect(target, requests):
             return state.collect(target, requests, indices)
 
-        algorithm = self.core(settings, state, collect)
+        algorithm = self.core(settings, state, collect, compress=self.compresses_weights(state))
         requests = algorithm.statistic_requests(model)
         t = time.perf_counter()
         stats = collect(model, requests)
@@ -434,13 +450,15 @@ class AccuracyAwareQuantization(_Quantization):
         accuracy = dataclasses.replace(create_min_max_settings(dataclasses.replace(p, preset="mixed"), hw, self.source),
                                        ignored_scope=settings.ignored_scope) if p.target_device in GNA_DEVICES else None
         search = _Search(p, settings, self.engine.evaluator(), collect, mixed_settings=mixed, accuracy_settings=accuracy,
-                         compress_weights=not state.keep_uncompressed_weights,
+                         compress_weights=self.compresses_weights(state),
                          progress=self.engine.progress == "bar", stream=self.engine.progress == "stream")
         requests = search.statistic_requests(model.model)
         t = time.perf_counter()
         stats = collect(model.model, requests)
         state.timed("statistics_s", t)
         t = time.perf_counter()
+        if getattr(state, "analyze", None) is not None:
+            state.float_model = model.model  # apply leaves it as it is
         state.accuracy_aware = search.apply(model.model, stats)
         model.model, state.result = state.accuracy_aware.model, state.accuracy_aware.quantization
         state.timed("accuracy_aware_s", t)
@@ -448,10 +466,33 @@ class AccuracyAwareQuantization(_Quantization):
         return model
 
 
+class QuantNoiseEstimator(Algorithm):
+    """POT's QuantNoiseEstimator (:mod:`pot_cli.algorithms.quant_noise`): the SQNR of every
+    quantized layer of the model against its float version on ``stat_subset_size`` calibration
+    samples (``mode`` ``full_fq_noise``, alias ``simplified``, or ``layerwise_fq_noise``; ``type``
+    ``sqnr``), into the CSV ``results_dump_filename`` (relative to the run's output folder) and
+    the report's ``quant_noise`` section. It does not change the model (weights a quantization
+    before it kept behind FakeQuantize for the measurement are stored as INT8 afterwards).
+
+    :raises ConfigError: (``run``) the model has no quantized layer.
+    """
+
+    name = "QuantNoiseEstimator"
+
+    def check(self, model: ov.Model) -> None:
+        """Nothing to check before calibration (no ignored scope)."""
+
+    def run(self, model, state):
+        from pot_cli.algorithms.quant_noise import run_quant_noise
+
+        run_quant_noise(self, model, state)
+        return model
+
+
 #: POT name -> class, for every algorithm this version runs
 ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
     DefaultQuantization, MinMaxQuantization, AccuracyAwareQuantization, ActivationChannelAlignment,
-    FastBiasCorrection, BiasCorrection)}
+    FastBiasCorrection, BiasCorrection, QuantNoiseEstimator)}
 
 
 def create_algorithms(configs: tuple[AlgorithmConfig, ...], engine, source: str) -> list[Algorithm]:

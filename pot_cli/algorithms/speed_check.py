@@ -88,6 +88,9 @@ class SpeedCheckResult:
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
     whole_model: list[str] = field(default_factory=list)
+    #: precision the CPU plugin runs the returned model's Convolution/MatMul nodes in
+    #: (:func:`pot_cli.report.precision.runtime_precision`)
+    runtime: dict = field(default_factory=dict)
 
     def report(self) -> dict:
         """The ``speed_check`` section of report.json (times in microseconds per inference)."""
@@ -95,7 +98,7 @@ class SpeedCheckResult:
             "fp32_us": round(self.fp32_us, 1), "int8_us_before": round(self.int8_us_before, 1),
             "int8_us": round(self.int8_us, 1), "rounds": self.rounds, "seconds": round(self.seconds, 3),
             "reverted": list(self.reverted), "categories_not_tried": list(self.skipped),
-            "reverted_as_whole_model": list(self.whole_model),
+            "reverted_as_whole_model": list(self.whole_model), "runtime": self.runtime,
             "layers": [{"layer": t.layer, "type": t.type, "fp32_us": round(t.fp32_us, 2),
                         "int8_us": round(t.int8_us, 2), "decision": "int8" if t.int8 else "float",
                         "round": t.round} for t in self.layers],
@@ -382,6 +385,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
     _measure(fp32, state, seconds=seconds)
     result.rounds = 1
     fast_enough = _faster(_slice_ratios(state, fp32), MIN_GAIN)  # against FP32, while no trial is kept
+    final = state  # the profiler of the model returned
     attention = frozenset(g for g, node in groups.items() if node.get_type_name() in ATTENTION_OPS)
     fp_times, q_times = fp32.group_times(aliases, attention), state.group_times(aliases, attention)
     result.int8_us_before = state.total_us()
@@ -425,6 +429,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             ratio *= trial.total_us() / state.total_us()
             fast_enough = ratio <= 1.0 - MIN_GAIN
             current, state = trial_model, trial
+            final = state
     # never slower than FP32: compare the result with the FP32 model, interleaved. When no trial
     # was kept, the first measurement is that comparison (``state`` was measured again beside each
     # rolled-back trial, in another time window than ``fp32``: comparing those mixed load changes in)
@@ -461,7 +466,7 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             for g in untried:
                 timings[g].int8, timings[g].round = False, result.rounds
             result.reverted += untried
-            current = trial_model
+            current, final = trial_model, trial
         if best is not None:
             result.fp32_us, result.int8_us = fp32.total_us(), candidates_fast[best].total_us()
             fast_enough = True
@@ -477,8 +482,11 @@ def check_layer_speed(fp_model: ov.Model, model: ov.Model, groups: dict[str, ov.
             timings[g].int8, timings[g].round = False, result.rounds
         result.reverted += rest
         result.whole_model = rest
+        final = fp32
     if not any(t.int8 for t in timings.values()):  # nothing quantized is left: the FP32 model
         result.int8_us = result.fp32_us
     result.layers = [timings[g] for g in groups]
+    from pot_cli.report.precision import runtime_precision
+    result.runtime = runtime_precision(final.compiled if any(t.int8 for t in timings.values()) else fp32.compiled)
     result.seconds = time.perf_counter() - t0
     return current, result

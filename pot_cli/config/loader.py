@@ -564,9 +564,10 @@ class _Builder:
 _PLAIN_KEYS = ("preset", "shuffle_data", "use_fast_bias", "use_layerwise_tuning", "saturation_fix",
                "apply_for_all_nodes", "drop_type", "base_algorithm", "use_prev_if_drop_increase",
                "convert_to_mixed_preset", "annotation_free", "tune_hyperparams", "speed_check",
-               "quantize_recurrent")
+               "quantize_recurrent", "mode", "type", "results_dump_filename")
 _INT_KEYS = ("stat_subset_size", "stat_batch_size", "seed", "ranking_subset_size", "max_iter_num")
-_FLOAT_KEYS = ("threshold", "maximal_drop", "metric_subset_ratio", "annotation_conf_threshold", "smooth_quant_alpha")
+_FLOAT_KEYS = ("threshold", "maximal_drop", "metric_subset_ratio", "annotation_conf_threshold", "smooth_quant_alpha",
+               "eps")
 
 
 def _opt_int(value: Any) -> int | None:
@@ -710,6 +711,7 @@ def validate_config(raw: Any, source: str, base_dir: Path | None = None) -> PotC
         algorithms=tuple(builder.algorithm(a, i, comp, engine)
                          for i, a in enumerate(comp["algorithms"])),
         **_compression_fields(comp),
+        analyze=comp.get("analyze") or None,  # our extension: true or a target output cosine
     )
     if model.cascade:
         for i, a in enumerate(compression.algorithms):

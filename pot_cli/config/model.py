@@ -28,6 +28,7 @@ ALGORITHM_NAMES = (
     "FastBiasCorrection",
     "BiasCorrection",
     "ActivationChannelAlignment",
+    "QuantNoiseEstimator",
 )
 
 TargetDevice = Literal["ANY", "CPU", "CPU_SPR", "GPU", "NPU", "GNA", "GNA3", "GNA3.5"]
@@ -335,6 +336,11 @@ class QuantizationParams:
     annotation_free: bool = False
     annotation_conf_threshold: float = 0.6
     tune_hyperparams: bool = False
+    # QuantNoiseEstimator (POT's keys: mode, type, results_dump_filename, eps)
+    mode: Literal["full_fq_noise", "layerwise_fq_noise", "simplified"] = "full_fq_noise"
+    type: Literal["sqnr"] = "sqnr"
+    results_dump_filename: str | None = None
+    eps: float = 1e-15
 
 
 @dataclass(frozen=True)
@@ -360,6 +366,9 @@ class CompressionConfig:
     :param dump_intermediate_model: save the model after each algorithm.
     :param inplace_statistics: compute reductions inside the model (less memory).
     :param algorithms: algorithms in the order they run.
+    :param analyze: our extension: after quantization, the per-layer sensitivity analysis and the
+        recommendation (:mod:`pot_cli.algorithms.analysis`): ``True`` (target output cosine 0.99)
+        or the target output cosine; ``None``: none.
     """
 
     target_device: TargetDevice = "ANY"
@@ -367,6 +376,7 @@ class CompressionConfig:
     dump_intermediate_model: bool = False
     inplace_statistics: bool = True
     algorithms: tuple[AlgorithmConfig, ...] = ()
+    analyze: bool | float | None = None
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def build_run_report(config, options, state, xml: Path, version: str, skipped: l
                      evaluation: dict | None = None) -> dict:
     """The report of a pipeline run: :func:`build_report` plus the sections of the steps that ran
     (``channel_alignment``, ``smooth_quant``, ``unreached_branches``, ``state_only_layers``,
-    ``if_bodies``, ``accuracy_aware``, ``evaluation``, ``speed_check``).
+    ``if_bodies``, ``accuracy_aware``, ``evaluation``, ``speed_check``, ``quant_noise``).
 
     :param state: the :class:`pot_cli.pipeline.RunState` of the run.
     :param skipped: calibration files that could not be read.
@@ -92,6 +92,11 @@ def build_run_report(config, options, state, xml: Path, version: str, skipped: l
     if state.speed_check is not None:
         report["speed_check"] = state.speed_check
         summary["kept_in_float_for_speed"] = len(state.speed_check.get("reverted", ()))
+    if getattr(state, "quant_noise", None) is not None:  # QuantNoiseEstimator ran
+        report["quant_noise"] = state.quant_noise
+    if getattr(state, "analysis", None) is not None:  # --analyze: per-layer sensitivity and recommendation
+        report["analysis"] = state.analysis
+        summary["recommended_keep_float"] = len(state.analysis["recommendation"]["keep_float"])
     return report
 
 

@@ -33,6 +33,12 @@ EXPECTED = {
             "activations": {"bits": 8, "mode": "symmetric", "granularity": "pertensor"}}},
         {"name": "FastBiasCorrection", "params": {"stat_subset_size": 1000}},
     ]),
+    "mobilenetV2_tf_int8_sqnr.json": ("classification/mobilenetV2_tf_int8_sqnr.json", [
+        {"name": "DefaultQuantization", "params": {"preset": "performance", "stat_subset_size": 300}},
+        {"name": "QuantNoiseEstimator", "params": {
+            "stat_subset_size": 100, "mode": "full_fq_noise", "type": "sqnr",
+            "results_dump_filename": "./mobilenetv2_sqnr_data.csv"}},
+    ]),
     "ssd_mobilenetv1_int8.json": ("object_detection/ssd_mobilenetv1_int8.json", [
         {"name": "MinMaxQuantization", "params": {
             "preset": "mixed", "range_estimator": {"preset": "quantile"},

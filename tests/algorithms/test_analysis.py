@@ -1,0 +1,214 @@
+"""The per-layer sensitivity analysis and its recommendation (pot_cli/algorithms/analysis.py):
+tiny in-memory models through the API and the ``pot`` command."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+import models
+from pot_cli.api import DataLoader, IEEngine, create_pipeline
+from pot_cli.algorithms import analysis as analysis_module
+from pot_cli.algorithms.analysis import AnalysisSettings, recommended_config
+
+N = 16
+
+
+class Arrays(DataLoader):
+    """``(data, annotation)`` items: ``(3, 8, 8)`` float32 samples in [0, 1)."""
+
+    def __init__(self, n: int = N, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.data = [rng.uniform(0, 1, (3, 8, 8)).astype(np.float32) for _ in range(n)]
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data[i], i
+
+
+def fragile_chain(seed: int = 0) -> ov.Model:
+    """``x -> conv1 -> relu1 -> conv2 -> relu2 -> conv3 -> relu3 -> conv4``. Channel 0 of relu1 is
+    1000x wider than the others and conv2 barely reads it: the 8-bit step of conv2's input, set
+    by that channel, wipes out the channels conv2 does read, so ``conv2`` is the fragile group."""
+    rng = np.random.default_rng(seed)
+    x = models.param("x", [1, 3, 8, 8], layout="NCHW")
+    w1 = models.conv_weights(rng, 8, 3) * 0.3
+    w1[0] *= 1000.0
+    y = ops.relu(models.conv(x, w1, "conv1"))
+    y.set_friendly_name("relu1")
+    w2 = models.conv_weights(rng, 8, 8) * 0.2
+    w2[:, 0] *= 1e-4
+    y = ops.relu(models.conv(y, w2, "conv2"))
+    y.set_friendly_name("relu2")
+    y = ops.relu(models.conv(y, models.conv_weights(rng, 8, 8) * 0.1, "conv3"))
+    y.set_friendly_name("relu3")
+    y = models.conv(y, models.conv_weights(rng, 4, 8) * 0.1, "conv4")
+    return ov.Model([ops.result(y)], [x], "fragile_chain")
+
+
+def run(model, analyze=True, scope=()):
+    params = {"stat_subset_size": N}
+    if scope:
+        params["ignored"] = {"scope": list(scope)}
+    pipeline = create_pipeline([{"name": "DefaultQuantization", "params": params}], IEEngine({"device": "CPU"}, Arrays()),
+                               analyze=analyze)
+    pipeline.run(model)
+    return pipeline
+
+
+def test_the_ranking_puts_the_deliberately_fragile_group_first_and_the_recommendation_keeps_it():
+    section = run(fragile_chain()).state.analysis
+    rows = section["rows"]
+    assert rows[0]["group"] == "conv2"
+    assert {r["group"] for r in rows} == {"conv1", "conv2", "conv3", "conv4"}
+    top = rows[0]
+    # kept alone in float it lifts the output much more than any other group does
+    assert top["only_float"]["cosine"] > max(r["only_float"]["cosine"] for r in rows[1:])
+    assert top["only_quantized"]["sqnr_db"] < min(r["only_quantized"]["sqnr_db"] for r in rows[1:])
+    rec = section["recommendation"]
+    assert rec["keep_float"][0] == "conv2"
+    assert rec["predicted"]["cosine"] >= section["target"]["cosine"] > section["fully_quantized"]["cosine"]
+
+
+def test_the_report_section_has_the_contracted_shape():
+    section = run(fragile_chain(), analyze=0.999).state.analysis
+    assert isinstance(section["samples"], int) and 1 <= section["samples"] <= analysis_module.MAX_SAMPLES
+    assert section["groups"] == len(section["rows"]) == 4
+    assert isinstance(section["time_s"], float) and isinstance(section["plain_time_s"], float)
+    assert section["target"] == {"cosine": 0.999}
+    for row in section["rows"]:
+        assert set(row) == {"group", "type", "only_quantized", "only_float", "metrics"}
+        assert row["type"] == "Convolution" and row["metrics"] is None
+        for key in ("only_quantized", "only_float"):
+            assert set(row[key]) == {"sqnr_db", "cosine"}
+            assert all(isinstance(v, float) for v in row[key].values())
+    rec = section["recommendation"]
+    assert set(rec) == {"keep_float", "ignored_scope", "predicted", "config"}
+    assert set(rec["predicted"]) == {"sqnr_db", "cosine"}
+    assert rec["ignored_scope"] == rec["keep_float"]
+    json.dumps(section)
+
+
+def test_the_cost_is_one_compiled_model_per_variant_at_most(monkeypatch):
+    """Every variant runs on one switchable model: 2 compilations (it and FP32) plus one per
+    verified recommendation, whatever the number of groups."""
+    compiled = []
+    real = analysis_module._compile_f32
+    monkeypatch.setattr(analysis_module, "_compile_f32", lambda m, d: compiled.append(m) or real(m, d))
+    section = run(fragile_chain()).state.analysis
+    variants = 2 * section["groups"] + 1
+    assert section["compiled_models"] == len(compiled) <= 2 + analysis_module.MAX_VERIFICATIONS
+    assert len(compiled) < variants
+    assert section["inferences"] >= variants * section["samples"]
+
+
+def test_the_switchable_model_computes_each_variant():
+    """All gates on: the quantized model; all off: the float model (up to the f32 emulation)."""
+    from pot_cli.algorithms.accuracy_aware import group_ops
+    from pot_cli.statistics.collector import fake_quantize_in_float
+
+    fp = models.conv_chain()
+    pipeline = create_pipeline([{"name": "DefaultQuantization"}], IEEngine({"device": "CPU"}, Arrays()))
+    model = pipeline.run(fp.clone()).model
+    groups = list(group_ops(model, pipeline.state.result))
+    assert groups == ["conv1", "conv2"]
+    sw = analysis_module.switchable_model(model, fp, groups)
+    with fake_quantize_in_float(sw):
+        c = ov.Core().compile_model(sw, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = Arrays()[0][0][None]
+    q = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({"x": x})[0]
+    f = ov.Core().compile_model(fp, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({"x": x})[0]
+    on = c({"x": x, analysis_module.GATE_INPUT: np.ones(2, np.float32)})[0]
+    off = c({"x": x, analysis_module.GATE_INPUT: np.zeros(2, np.float32)})[0]
+    np.testing.assert_allclose(off, f, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(on, q, rtol=1e-3, atol=1e-2 * np.abs(q).max())
+    assert np.abs(on - off).max() > 0
+
+
+def test_recommended_config_extends_the_ignored_scope_and_drops_analyze():
+    raw = {"model": {"model_name": "m"}, "compression": {"analyze": 0.99, "algorithms": [
+        {"name": "DefaultQuantization", "params": {"ignored": {"scope": ["a"]}}}]}}
+    section = {"recommendation": {"ignored_scope": ["a", "b"]}}
+    out = recommended_config(raw, section)
+    assert out["compression"] == {"algorithms": [{"name": "DefaultQuantization",
+                                                  "params": {"ignored": {"scope": ["a", "b"]}}}]}
+    assert raw["compression"]["analyze"] == 0.99  # not modified
+
+
+def test_a_target_outside_zero_one_is_a_config_error():
+    from pot_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected an output cosine in"):
+        create_pipeline([{"name": "DefaultQuantization"}], IEEngine({"device": "CPU"}, Arrays()), analyze=1.5)
+    assert AnalysisSettings.from_value(None) is None and AnalysisSettings.from_value(True).target == 0.99
+
+
+def _cosine_to_fp32(xml, fp_xml, images) -> float:
+    """Mean output cosine of the IR ``xml`` against ``fp_xml`` on ``images`` (fed as the
+    simplified engine feeds them: BGR 0..255 float32, NCHW)."""
+    import cv2
+
+    core = ov.Core()
+    q = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    f = core.compile_model(str(fp_xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    cos = []
+    for path in images:
+        x = cv2.imread(str(path)).astype(np.float32).transpose(2, 0, 1)[None]
+        a, b = q(x)[0].ravel().astype(np.float64), f(x)[0].ravel().astype(np.float64)
+        cos.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    return float(np.mean(cos))
+
+
+def test_pot_analyze_writes_a_recommended_config_that_reproduces_the_predicted_quality(tmp_path):
+    from click.testing import CliRunner
+
+    from pot_cli.cli import main
+
+    fp_xml, _ = models.save_ir(fragile_chain(), tmp_path / "fp", "fragile")
+    images = models.write_images(tmp_path / "images", N)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["-q", "default", "-m", str(fp_xml), "--data-source", str(tmp_path / "images"),
+                                  "--analyze", "--output-dir", str(out), "-d"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "optimized" / "report.json").read_text())
+    section = report["analysis"]
+    rec = section["recommendation"]
+    assert rec["keep_float"][:1] == ["conv2"]
+    config = out / "optimized" / "fragile_recommended.json"
+    assert rec["config"] == str(config.resolve())
+    raw = json.loads(config.read_text())
+    assert "analyze" not in raw["compression"]
+    assert raw["compression"]["algorithms"][0]["params"]["ignored"]["scope"] == rec["ignored_scope"]
+    quantized = _cosine_to_fp32(out / "optimized" / "fragile.xml", fp_xml, images)
+    assert quantized < section["target"]["cosine"]
+
+    again = tmp_path / "again"
+    r = CliRunner().invoke(main, ["-c", str(config), "--output-dir", str(again), "-d"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    reproduced = _cosine_to_fp32(again / "optimized" / "fragile.xml", fp_xml, images)
+    assert reproduced >= section["target"]["cosine"] - 0.002
+    assert abs(reproduced - rec["predicted"]["cosine"]) < 0.005
+    assert "analysis" not in json.loads((again / "optimized" / "report.json").read_text())
+
+
+def test_compression_analyze_in_a_config_file_runs_the_analysis(tmp_path):
+    from click.testing import CliRunner
+
+    from pot_cli.cli import main
+
+    fp_xml, _ = models.save_ir(fragile_chain(), tmp_path / "fp", "fragile")
+    models.write_images(tmp_path / "images", 4)
+    cfg = {"model": {"model_name": "fragile", "model": str(fp_xml)},
+           "engine": {"type": "simplified", "data_source": str(tmp_path / "images")},
+           "compression": {"analyze": 0.995, "algorithms": [{"name": "DefaultQuantization"}]}}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    r = CliRunner().invoke(main, ["-c", str(tmp_path / "c.json"), "--output-dir", str(tmp_path / "o"), "-d"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    section = json.loads((tmp_path / "o" / "optimized" / "report.json").read_text())["analysis"]
+    assert section["target"] == {"cosine": 0.995} and section["samples"] == 4
