@@ -297,8 +297,9 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     types = {op.get_friendly_name(): op.get_type_name() for op in fp_model.get_ops()}
     device = getattr(engine, "device", "CPU") or "CPU"
     picked = _spread(indices, settings.samples)
-    samples = dict(engine.iter_samples(picked))
-    fp = _compile_f32(fp_model, device)
+    # copies: an engine may hand out the same buffers again for later samples
+    samples = {i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(picked)}
+    fp = _compile_f32(fp_model.clone(), device)  # compiling marks the nodes (rt_info); the switchable model reuses them
     refs: dict[int, list[np.ndarray]] = {}
     _run(fp, [(i, samples[i]) for i in picked],
          lambda i, ys: refs.__setitem__(i, [np.asarray(y, np.float64).ravel() for y in ys]))

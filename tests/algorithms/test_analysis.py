@@ -212,3 +212,31 @@ def test_compression_analyze_in_a_config_file_runs_the_analysis(tmp_path):
     assert r.exit_code == 0, r.output
     section = json.loads((tmp_path / "o" / "optimized" / "report.json").read_text())["analysis"]
     assert section["target"] == {"cosine": 0.995} and section["samples"] == 4
+
+
+class ReusedBuffer(IEEngine):
+    """An engine that hands out the same input arrays for every sample (a feeder reusing its buffer)."""
+
+    def iter_samples(self, indices):
+        buffer = None
+        for i, sample in super().iter_samples(indices):
+            if buffer is None:
+                buffer = {k: np.array(v) for k, v in sample.items()}
+            for k, v in sample.items():
+                buffer[k][...] = v
+            yield i, buffer
+
+
+def test_the_fully_quantized_figures_do_not_depend_on_how_the_engine_buffers_samples():
+    """The analysed samples are copied: an engine reusing its buffers once made every reference
+    (FP32) output come from the last sample, so the measured cosines were nonsense."""
+    def fully_quantized(engine):
+        pipeline = create_pipeline([{"name": "DefaultQuantization", "params": {"stat_subset_size": N}}], engine,
+                                   analyze=True)
+        pipeline.run(fragile_chain())
+        return pipeline.state.analysis["fully_quantized"]
+
+    plain = fully_quantized(IEEngine({"device": "CPU"}, Arrays()))
+    reused = fully_quantized(ReusedBuffer({"device": "CPU"}, Arrays()))
+    assert reused["cosine"] == pytest.approx(plain["cosine"], abs=1e-6)
+    assert reused["sqnr_db"] == pytest.approx(plain["sqnr_db"], abs=1e-3)
