@@ -54,7 +54,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
-from pot_cli.graph.model import compile_model, is_constant_subgraph
+from pot_cli.graph.model import is_constant_subgraph
 from pot_cli.statistics.collector import fake_quantize_in_float
 
 log = logging.getLogger("pot")
@@ -246,13 +246,27 @@ def _switch(gate: ov.Output, quantized: ov.Output, fp: ov.Output) -> ov.Output:
     return ops.add(fp, ops.multiply(g, ops.subtract(quantized, fp))).output(0)
 
 
+_CORE: ov.Core | None = None
+
+
 def _compile_f32(model: ov.Model, device: str) -> ov.CompiledModel:
+    """Compile on a Core of the analysis's own: the switchable model shares constant buffers with
+    models the run's Core already compiled (the speed check's), and the CPU plugin of that Core
+    reused their packed INT8 weights for it (its outputs were wrong, output cosine 0.5 on
+    mobilenet_v2 with ``--target-device CPU``)."""
+    global _CORE
+    if _CORE is None:
+        _CORE = ov.Core()
     config = {"PERFORMANCE_HINT": "THROUGHPUT"}
     if device.upper().startswith("CPU"):
         config["INFERENCE_PRECISION_HINT"] = "f32"
-    if device.upper() == "CPU":
-        return compile_model(model, config)
-    return ov.Core().compile_model(model, device, config)
+    try:
+        return _CORE.compile_model(model, device, config)
+    except Exception as e:
+        from pot_cli.errors import ModelError, runtime_error_text
+
+        raise ModelError(f"model '{model.get_friendly_name()}': {device} cannot compile it for the sensitivity "
+                         f"analysis: {runtime_error_text(e)}") from e
 
 
 def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result) -> None:

@@ -174,7 +174,8 @@ class _Quantization(Algorithm):
         t = time.perf_counter()
         fp_model = model.model.clone() if self._speed_check_enabled() else None
         if getattr(state, "analyze", None) is not None:  # the sensitivity analysis reverts groups from it
-            state.float_model = fp_model or model.model.clone()
+            # its own copy: the speed check compiles and edits fp_model
+            state.float_model = model.model.clone()
         state.bodies = self._if_bodies(model.model, settings, indices, state)
         state.result = algorithm.apply(model.model, stats)
         state.state_only = list(algorithm.min_max.state_only)
