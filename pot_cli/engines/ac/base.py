@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -37,12 +37,11 @@ class Context:
     :param problems: the collector of ``<file>: <key.path>: <message>`` lines
         (:class:`pot_cli.engines.preprocessing.Problems`).
     :param where: key path of the entry, e.g. ``models[0].datasets[0].metrics[1]``.
-    :param base: folder relative paths resolve against (the YAML's folder, or a ``DATA_DIR``).
+    :param base: folder relative paths resolve against (the YAML's folder). Path keys the engine
+        knows (``*_file``, ``*_dir``, ``data_source``) arrive absolute already, with the
+        ``DATA_DIR``/``ANNOTATIONS_DIR`` roots applied (:mod:`pot_cli.engines.ac.config_reader`).
     :param data_source: the dataset's ``data_source`` folder, or None.
     :param dataset_meta: the converter's label map etc. (metrics and postprocessing read it).
-    :param resolve: ``(value, kind) -> Path`` for a path value; ``kind`` is ``data`` (prefixed
-        with ``DATA_DIR``/``--data-dir`` roots when relative) or ``annotation``
-        (``ANNOTATIONS_DIR``). Defaults to resolving against ``base``.
     :param segmentation_masks_source: the dataset's ``segmentation_masks_source`` folder, or None.
     :param extensions: file suffixes the dataset's reader takes (``.png``, ``.npy``...), for
         converters that list folders.
@@ -53,7 +52,6 @@ class Context:
     base: Path = Path(".")
     data_source: Path | None = None
     dataset_meta: DatasetMeta = field(default_factory=DatasetMeta)
-    resolve: Callable[[Any, str], Path] | None = None
     segmentation_masks_source: Path | None = None
     extensions: tuple[str, ...] = ()
 
@@ -61,17 +59,15 @@ class Context:
         """Record a problem at ``<where>.<key>`` (or at ``where`` when ``key`` is None)."""
         self.problems.add(f"{self.where}.{key}" if key else self.where, message)
 
-    def path(self, value: Any, kind: str = "data") -> Path:
-        """The path of a config value (see ``resolve``)."""
-        if self.resolve is not None:
-            return self.resolve(value, kind)
+    def path(self, value: Any) -> Path:
+        """The path of a config value: absolute as given, else relative to ``base``."""
         p = Path(str(value)).expanduser()
         return p if p.is_absolute() else self.base / p
 
     def at(self, key: str | int) -> "Context":
         """The context of a nested entry (``key`` a name or a list index)."""
         where = f"{self.where}[{key}]" if isinstance(key, int) else f"{self.where}.{key}"
-        return Context(self.problems, where, self.base, self.data_source, self.dataset_meta, self.resolve,
+        return Context(self.problems, where, self.base, self.data_source, self.dataset_meta,
                        self.segmentation_masks_source, self.extensions)
 
 

@@ -392,7 +392,7 @@ class _SegmentationConverter(Converter):
         if not isinstance(value, (str, Path)) or not str(value):
             self.ctx.add(key, f"{value!r} is not a path; expected {expected}")
             return None
-        return Path(self.ctx.path(value, "data"))
+        return Path(self.ctx.path(value))
 
     def _string(self, key: str, default: str) -> str:
         value = self.params.get(key, default)
