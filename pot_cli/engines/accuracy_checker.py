@@ -489,17 +489,6 @@ def _subsample(n: int, size: Any, seed: int, shuffle: bool, where: str) -> list[
     return sorted(np.random.default_rng(seed).permutation(n)[:count].tolist())
 
 
-def _kind_of(annotations: Sequence) -> str:
-    from pot_cli.engines.ac.representations import DetectionAnnotation, SegmentationAnnotation
-
-    first = next((a for a in annotations if a is not None), None)
-    if isinstance(first, DetectionAnnotation):
-        return "detection"
-    if isinstance(first, SegmentationAnnotation):
-        return "segmentation"
-    return "label"
-
-
 def _convert(conv: Any, at: str, root: Path | None, base: Path, exts, problems: Problems,
              masks: Path | None = None):
     """``(files, annotations, label names, annotation kind, dataset meta)`` of ``annotation_conversion``
@@ -522,8 +511,7 @@ def _convert(conv: Any, at: str, root: Path | None, base: Path, exts, problems: 
     if len(problems.lines) > before:
         return empty
     names = [converted.meta.label_map[k] for k in sorted(converted.meta.label_map)] or None
-    kind = getattr(reg.cls, "annotation_kind", None) or _kind_of(converted.annotations)
-    return converted.files, converted.annotations, names, kind, converted.meta
+    return converted.files, converted.annotations, names, reg.cls.annotation_kind, converted.meta
 
 
 def _build_metrics(entries: Any, at: str, base: Path, root: Path | None, meta: DatasetMeta,

@@ -181,6 +181,8 @@ class Converter:
     """
 
     type_name = ""
+    #: the record kind of its annotations: ``label``, ``regression``, ``detection`` or ``segmentation``
+    annotation_kind = "label"
 
     def __init__(self, params: Mapping, ctx: Context):
         self.params = params

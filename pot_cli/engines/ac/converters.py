@@ -119,6 +119,8 @@ def _missing_images(source: Path, root: Path, identifiers: Sequence[str]) -> lis
 class _FileConverter(Converter):
     """Shared param handling: required paths, ``images_dir``, ``dataset_meta_file``."""
 
+    annotation_kind = "detection"
+
     def _path(self, key: str, expected: str, required: bool = False) -> Path | None:
         value = self.params.get(key)
         if value is None:

@@ -381,6 +381,8 @@ def _meta_from_json(path: Path) -> dict:
 class _SegmentationConverter(Converter):
     """Shared parameter reading of the segmentation converters."""
 
+    annotation_kind = "segmentation"
+
     loader = "pillow"
 
     def _path(self, key: str, expected: str, required: bool = False) -> Path | None:
