@@ -11,7 +11,7 @@ from pot_cli.engines.ac.representations import DetectionPrediction, SampleMeta
 from pot_cli.engines.preprocessing import Problems
 from pot_cli.errors import ConfigError, EngineError
 
-from .test_geometry import reference, run_geometry
+from .test_geometry import case_meta, reference
 
 
 def build(config: dict):
@@ -45,11 +45,7 @@ CASES = {c["name"]: c for c in reference()["adapters"]}
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_adapter_matches_accuracy_checker(name):
     case = CASES[name]
-    if case["geometry"]:
-        _, meta = run_geometry(case["geometry"])
-    else:
-        meta = SampleMeta("img", tuple(case["image_size"]),
-                          tuple(case["input_size"]) if case["input_size"] else None)
+    meta = case_meta(case)
     outputs = outputs_of({k: array(v) for k, v in case["outputs"].items()})
     pred = build(case["config"]).process(outputs, meta)
     assert len(case["expected"]["labels"]) > 0, "a reference case should decode something"

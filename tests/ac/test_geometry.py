@@ -43,6 +43,15 @@ def run_geometry(name: str) -> tuple[np.ndarray, SampleMeta]:
     return image, meta
 
 
+def case_meta(case: dict) -> SampleMeta:
+    """The sample metadata of an adapter or postprocessing reference case: from our preprocessing
+    of its geometry case, else from its image (and input) size."""
+    if case["geometry"]:
+        return run_geometry(case["geometry"])[1]
+    return SampleMeta("img", tuple(case["image_size"]),
+                      tuple(case["input_size"]) if case.get("input_size") else None)
+
+
 def unpack(packed: dict) -> np.ndarray:
     raw = np.frombuffer(base64.b64decode(packed["base64"]), dtype=packed["stored"])
     return raw.astype(packed["dtype"]).reshape(packed["shape"])

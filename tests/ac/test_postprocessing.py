@@ -14,7 +14,7 @@ from pot_cli.engines.ac.representations import DatasetMeta, DetectionAnnotation,
 from pot_cli.engines.preprocessing import Problems
 from pot_cli.errors import ConfigError
 
-from .test_geometry import reference, run_geometry
+from .test_geometry import case_meta, reference
 
 
 def build(config: dict):
@@ -61,10 +61,7 @@ CASES = {c["name"]: c for c in reference()["postprocessing"]}
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_postprocessing_matches_accuracy_checker(name):
     case = CASES[name]
-    if case["geometry"]:
-        _, meta = run_geometry(case["geometry"])
-    else:
-        meta = SampleMeta("img", tuple(case["image_size"]))
+    meta = case_meta(case)
     ann, pred = annotation_of(case["annotation"]), prediction_of(case["prediction"])
     before = copy.deepcopy((ann, pred))
     new_ann, new_pred = build(case["config"])(ann, pred, meta, DatasetMeta())
