@@ -509,7 +509,7 @@ class AccuracyAwareQuantization:
         for g in candidates:
             cand = self._child(current, g)
             outputs = self._infer(cand, subset, self._ev)
-            value = self._ev.score(outputs, subset).metrics[metric.name]
+            value = self._ev.score(outputs, subset, per_sample=False).metrics[metric.name]
             distance = float(np.mean([_nmse(outputs[i], self._fp_outputs[i]) for i in subset]))
             rows.append({"layer": g, "type": self._types.get(g, ""), metric.name: value, "distance": distance})
             key = (value if metric.higher_better else -value, -distance)
@@ -724,7 +724,7 @@ class AccuracyAwareQuantization:
             self.settings[name] = dataclasses.replace(base, ranges=ranges)
             v = self._variant(name)
             outputs = self._infer(v, subset, self._ev)
-            value = self._ev.score(outputs, subset).metrics[metric.name]
+            value = self._ev.score(outputs, subset, per_sample=False).metrics[metric.name]
             tried.append(((value if metric.higher_better else -value), name, v))
         if not tried:
             return current

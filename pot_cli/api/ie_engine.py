@@ -127,8 +127,9 @@ class LoaderEvaluator(Evaluator):
                      "output distance to FP32 only", type(metric).__name__, type(e).__name__)
             return None
 
-    def score(self, outputs: dict[int, Any], indices: Sequence[int]) -> Evaluation:
-        """The metric of ``outputs`` on ``indices`` (see the class docstring)."""
+    def score(self, outputs: dict[int, Any], indices: Sequence[int], per_sample: bool = True) -> Evaluation:
+        """The metric of ``outputs`` on ``indices`` (see the class docstring). ``per_sample`` is
+        accepted for the evaluator interface: a POT ``Metric`` gives per-sample values as it is fed."""
         metric, indices = self.engine.metric, list(indices)
         metric.reset()
         per = {m.name: np.full(len(indices), np.nan) for m in self.metrics}

@@ -221,9 +221,11 @@ class Evaluator:
 
     # -- metrics
 
-    def score(self, outputs: dict[int, np.ndarray], indices: Sequence[int]) -> Evaluation:
+    def score(self, outputs: dict[int, np.ndarray], indices: Sequence[int], per_sample: bool = True) -> Evaluation:
         """Metrics of ``outputs`` on ``indices`` against the annotations.
 
+        :param per_sample: also the per-sample values (``Evaluation.per_sample``; empty without);
+            AccuracyAwareQuantization's ranking only reads the metrics.
         :raises EngineError: when there are no annotations.
         """
         if self.annotations is None:
@@ -231,12 +233,12 @@ class Evaluator:
         t = time.perf_counter()
         indices = list(indices)
         predictions, annotations = self._pairs(outputs, indices)
-        per_sample = {m.name: np.array([m.per_sample(p, a) for p, a in zip(predictions, annotations)],
-                                       dtype=np.float64) for m in self.metrics}
+        values = {m.name: np.array([m.per_sample(p, a) for p, a in zip(predictions, annotations)], dtype=np.float64)
+                  for m in self.metrics} if per_sample else {}
         metrics = {m.name: float(m.evaluate(predictions, annotations)) for m in self.metrics}
         self.score_time_s += time.perf_counter() - t
         self.scored_samples += len(indices)
-        return Evaluation(metrics, per_sample, indices, {i: outputs[i] for i in indices})
+        return Evaluation(metrics, values, indices, {i: outputs[i] for i in indices})
 
     def _pairs(self, outputs: dict[int, Any], indices: list[int]) -> tuple[list, list]:
         """``(predictions, annotations)`` of ``indices``: the raw outputs and annotations as they
