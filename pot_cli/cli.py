@@ -30,16 +30,38 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI timeout, ``kill``): handled like Ctrl-C, so no partial output is left."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+class _Signals:
+    """SIGINT and SIGTERM while ``pot`` runs: each raises :class:`KeyboardInterrupt` (or
+    :class:`Terminated`) and is remembered in :attr:`received`.
+
+    A signal can arrive while Python code runs under an OpenVINO or pybind11 call (a data
+    loader's ``__str__``, a request callback); the interrupt is then re-raised as an ordinary
+    error (``SystemError: ... returned a result with an exception set``) and, wrapped by the
+    engine, would read as an inference failure with exit code 1. Remembering the signal lets the
+    session report it as what it was: exit 130 or 143, whatever exception carried it out.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        """Install the handlers (only in the main thread, where signals can be handled)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._raise)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    def _raise(self, signum, frame):
+        self.received = signum
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def _handle_sigterm():
-    """Turn SIGTERM into :class:`Terminated` while ``pot`` runs; returns the previous handler
-    (None when not in the main thread, where signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 TARGET_DEVICES = ("ANY", "CPU", "CPU_SPR", "GPU", "NPU", "VPU", "GNA", "GNA3", "GNA3.5")
 
@@ -283,8 +305,8 @@ def main(config, quantize, preset, model, weights, name, engine, data_source, ac
 
 
 class _session:
-    """The command's frame: console logging (restored on exit, for in-process callers), SIGTERM
-    handled like Ctrl-C, and every failure turned into one log line and an exit code in
+    """The command's frame: console logging (restored on exit, for in-process callers), SIGINT
+    and SIGTERM reported as such (see :class:`_Signals`), and every failure turned into one log line and an exit code in
     :attr:`code` (a traceback only with ``--log-level DEBUG``)."""
 
     def __init__(self, log_level: str):
@@ -294,10 +316,15 @@ class _session:
     def __enter__(self) -> "_session":
         self.saved = (log.level, log.propagate, list(log.handlers))
         _setup_console_logging(self.log_level)
-        self.previous_sigterm = _handle_sigterm()
+        self.signals = _Signals()
+        self.signals.install()
         return self
 
     def __exit__(self, kind, error, tb) -> bool:
+        if error is not None and self.signals.received is not None and not isinstance(error, KeyboardInterrupt):
+            if self.log_level == "DEBUG":  # the signal surfaced wrapped in another error
+                traceback.print_exception(kind, error, tb)
+            error = Terminated() if self.signals.received == signal.SIGTERM else KeyboardInterrupt()
         if isinstance(error, PotError):
             if self.log_level == "DEBUG":
                 traceback.print_exception(kind, error, tb)
@@ -311,8 +338,7 @@ class _session:
                 traceback.print_exception(kind, error, tb)
             log.error("internal error: %s: %s (rerun with --log-level DEBUG for the traceback)", kind.__name__, error)
             self.code = 1
-        if self.previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self.previous_sigterm)
+        self.signals.restore()
         for h in list(log.handlers):
             h.flush()
             if isinstance(h, logging.FileHandler):
