@@ -181,7 +181,8 @@ def group_ops(model: ov.Model, result: DefaultQuantizationResult) -> dict[str, o
 
 def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
                  is_fp_constant: Callable[[ov.Output], bool],
-                 connect: Callable[[ov.Input, ov.Output], None] = _reconnect) -> None:
+                 connect: Callable[[ov.Input, ov.Output], None] = _reconnect,
+                 ops_by_name: dict[str, ov.Node] | None = None) -> None:
     """Put layer group ``group`` of a quantized ``model`` back in floating point, in place.
 
     The FakeQuantize ops on the group's activation inputs are bypassed for this op only (another
@@ -196,8 +197,14 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
     :param is_fp_constant: predicate on an FP32 output: a constant sub-graph (weights, bias).
     :param connect: makes each edit, ``connect(input, float source)``; default: the input reads
         the float source (the sensitivity analysis puts a switch between both instead).
+    :param ops_by_name: friendly name -> op of ``model``, when several groups are reverted in a
+        row: each call then neither scans nor re-validates the model (the caller validates once
+        after the last; 81 groups of ppocrv4_det took 0.9 s the other way).
     """
-    node = next(op for op in model.get_ops() if op.get_friendly_name() == group)
+    if ops_by_name is None:
+        node = next(op for op in model.get_ops() if op.get_friendly_name() == group)
+    else:
+        node = ops_by_name[group]
     fp = fp_ops[group]
     for port in range(node.get_input_size()):
         inp, fp_src = node.input(port), fp.input(port).get_source_output()
@@ -217,7 +224,8 @@ def revert_group(model: ov.Model, group: str, fp_ops: dict[str, ov.Node],
         if is_fp_constant(fp_bias) and \
                 add.input(other).get_source_output().get_node().get_friendly_name() != fp_bias.get_node().get_friendly_name():
             connect(add.input(other), fp_bias)
-    model.validate_nodes_and_infer_types()
+    if ops_by_name is None:
+        model.validate_nodes_and_infer_types()
 
 
 def check_gna_preset(params: QuantizationParams, source: str = "compression.algorithms[0].params") -> None:

@@ -88,7 +88,8 @@ def test_the_report_section_has_the_contracted_shape():
             assert set(row[key]) == {"sqnr_db", "cosine"}
             assert all(isinstance(v, float) for v in row[key].values())
     rec = section["recommendation"]
-    assert set(rec) == {"keep_float", "ignored_scope", "predicted", "config"}
+    assert set(rec) == {"keep_float", "ignored_scope", "predicted", "verified_samples", "config"}
+    assert rec["verified_samples"] >= section["samples"]
     assert set(rec["predicted"]) == {"sqnr_db", "cosine"}
     assert rec["ignored_scope"] == rec["keep_float"]
     json.dumps(section)
@@ -128,6 +129,34 @@ def test_the_switchable_model_computes_each_variant():
     np.testing.assert_allclose(off, f, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(on, q, rtol=1e-3, atol=1e-2 * np.abs(q).max())
     assert np.abs(on - off).max() > 0
+
+
+def test_each_job_s_outputs_reach_the_sums_under_its_own_key():
+    """``_run`` keeps several requests busy; each result must be the one of its own inputs, and
+    every job must arrive (the figures of ``--analyze`` are sums over these results)."""
+    x = models.param("x", [1, 64], layout="NC")
+    model = ov.Model([ops.result(ops.multiply(x, ops.constant(np.float32(2.0))))], [x], "double")
+    compiled = analysis_module._compile_f32(model, "CPU")
+    data = [np.full((1, 64), k + 1, np.float32) for k in range(400)]
+    seen = {}
+    analysis_module._run(compiled, [(k, {"x": d}) for k, d in enumerate(data)],
+                         lambda k, ys: seen.__setitem__(k, float(ys[0].ravel()[0])))
+    assert seen == {k: 2.0 * (k + 1) for k in range(400)}
+
+
+@pytest.mark.parametrize("groups, per_inference, budget, samples, floats", [
+    (64, 0.001, 10.0, 8, 64),   # cheap: every sample and every group
+    (81, 0.1, 10.0, 1, 4),      # costly: one sample, only-quantized for all, only-float for the 4 most harmful
+    (40, 0.01, 3.0, 4, 16),     # in between: samples first, then the most harmful groups' only-float
+])
+def test_the_plan_fits_the_budget_with_at_least_one_sample(groups, per_inference, budget, samples, floats):
+    plan = analysis_module._plan(groups, 8, per_inference, 0.2, budget)
+    assert (plan.samples, plan.float_variants) == (samples, floats)
+    assert plan.inferences >= plan.samples * (2 * groups if floats == groups else groups + floats)
+    if plan.samples > 1:
+        assert plan.seconds + 0.1 <= budget
+    unlimited = analysis_module._plan(groups, 8, per_inference, 0.2, None)
+    assert (unlimited.samples, unlimited.float_variants) == (8, groups)
 
 
 def test_recommended_config_extends_the_ignored_scope_and_drops_analyze():
