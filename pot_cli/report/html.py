@@ -64,7 +64,8 @@ font-size:.82rem;margin:.4rem 0}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em}
 details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}
 nav{font-size:.88rem;margin:.3rem 0 .8rem;display:flex;flex-wrap:wrap;gap:.2em .9em}nav a{white-space:nowrap}
-@media (max-width:600px){body{font-size:14px}main{padding:8px 8px 30px}table{font-size:.8rem}
+.narrow{display:none}
+@media (max-width:600px){.narrow{display:block}body{font-size:14px}main{padding:8px 8px 30px}table{font-size:.8rem}
 th,td{padding:3px 5px}table.kv th{width:8.5em}}
 """
 
@@ -306,19 +307,34 @@ def _float_layers(report: dict, parts: list[str], nav: list[tuple[str, str]]) ->
     nav.append(("float", "Kept in float"))
 
 
+def _quant_algorithms(report: dict) -> list[tuple[int, str]]:
+    """``(index, name)`` of the config's quantization algorithms (where an ignored scope goes)."""
+    return [(i, a.get("name")) for i, a in enumerate(_algorithms(report))
+            if a.get("name") in ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization")]
+
+
 def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots: _Plots) -> None:
     analysis = report.get("analysis")
     if not analysis:
+        if not report.get("quant_noise") and not report.get("accuracy_aware"):
+            parts.append('<h2 id="analysis">Which layers hurt</h2>')
+            parts.append("<p>Not measured in this run. Run again with <code>--analyze</code> (or "
+                         "<code>\"analyze\": true</code> in <code>compression</code>) for each layer group's effect "
+                         "on the model output and a recommended ignored scope, or add the "
+                         "<code>QuantNoiseEstimator</code> algorithm for each layer's SQNR.</p>")
+            nav.append(("analysis", "Which layers hurt"))
         return
     rows = analysis.get("rows") or []
     target = analysis.get("target") or {}
+    spent = (report.get("time_s") or {}).get("analysis_s", analysis.get("time_s"))
     parts.append('<h2 id="analysis">Which layers hurt: per-layer sensitivity</h2>')
     parts.append(f"<p>Model output against FP32 on {_num(analysis.get('samples'))} calibration samples, "
                  f"{_num(analysis.get('groups'))} layer groups, most harmful first. <i>only quantized</i>: that "
-                 "group alone in INT8; <i>only float</i>: every group but that one in INT8. "
-                 f"Analysis took {_num(analysis.get('time_s'), 3)} s"
-                 + (f" (plain run {_num(analysis.get('plain_time_s'), 3)} s)" if analysis.get("plain_time_s") else "")
-                 + ".</p>")
+                 "group alone in INT8, every other group in float (the ranking: lowest cosine first); "
+                 "<i>only float</i>: that group alone in float, every other group in INT8 (measured for the most "
+                 f"harmful groups the time allowed; - where not measured). The analysis took {_num(spent, 3)} s"
+                 + (f", the run before it {_num(analysis.get('plain_time_s'), 3)} s"
+                    if analysis.get("plain_time_s") else "") + ".</p>")
     if rows:
         top = rows[0]
         parts.append(f'<p>Most harmful: <b>{_e(top.get("group"))}</b> ({_e(top.get("type"))}).</p>')
@@ -344,11 +360,16 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
         parts.append("<h3>Recommendation</h3>")
         pred = rec.get("predicted") or {}
         keep = rec.get("keep_float") or []
+        checked = rec.get("verified_samples") or analysis.get("samples")
         parts.append(f"<p>Keep {len(keep)} group(s) in floating point to reach the target "
-                     f"(cosine {_num(target.get('cosine'), 6)}); predicted output SQNR {_num(pred.get('sqnr_db'))} dB, "
-                     f"cosine {_num(pred.get('cosine'), 6)}.</p>")
+                     f"(output cosine {_num(target.get('cosine'), 6)}): measured with them reverted, output SQNR "
+                     f"{_num(pred.get('sqnr_db'))} dB, cosine {_num(pred.get('cosine'), 6)} on {_num(checked)} "
+                     "calibration samples"
+                     + ("" if analysis.get("target_met", True) else " <b>(target not reached)</b>") + ".</p>")
         snippet = json.dumps({"ignored": {"scope": list(rec.get("ignored_scope") or [])}}, indent=2)
-        parts.append("<p>Paste into the algorithm's <code>params</code>:</p>")
+        where = ", ".join(f"<code>compression.algorithms[{i}].params</code> ({_e(n)})" for i, n in _quant_algorithms(report))
+        parts.append(f"<p>Paste into {where or 'the quantization algorithm’s <code>params</code>'} (it replaces "
+                     "<code>ignored.scope</code>; the run's own scope is included):</p>")
         parts.append(f'<pre id="ignored-snippet"><code>{_e(snippet)}</code></pre>')
         if rec.get("config"):
             parts.append(f"<p>Ready-to-run config: <code>{_e(rec['config'])}</code> "
@@ -363,7 +384,8 @@ def _quant_noise(report: dict, parts: list[str], nav: list[tuple[str, str]], plo
     rows = noise.get("rows") or []
     parts.append('<h2 id="quant-noise">Quantization noise per layer (QuantNoiseEstimator)</h2>')
     parts.append(f"<p>Mode <code>{_e(noise.get('mode'))}</code>, {_e(noise.get('type'))}; CSV: "
-                 f"<code>{_e(noise.get('csv'))}</code>. Lower SQNR = more noise.</p>")
+                 f"<code>{_e(noise.get('csv'))}</code> (in the model's layer order). Lower SQNR = more noise; noisiest "
+                 "first.</p>")
     if rows:
         ranked = sorted(rows, key=lambda r: (r.get("sqnr_db") is None, r.get("sqnr_db") or 0.0))
         shown = ranked[:MAX_BARS]
@@ -371,7 +393,7 @@ def _quant_noise(report: dict, parts: list[str], nav: list[tuple[str, str]], plo
                            [("SQNR", [r.get("sqnr_db") for r in shown], "#2f6fdb")], "SQNR (dB)",
                            "Noisiest layers" + (f" (first {MAX_BARS} of {len(rows)})" if len(rows) > MAX_BARS else "")))
         parts.append(_table(["layer", "type", "SQNR dB"], [[_e(r.get("layer")), _e(r.get("type")), _num(r.get("sqnr_db"))]
-                                                            for r in rows], numeric={2}, name_cols={0}))
+                                                            for r in ranked], numeric={2}, name_cols={0}))
     nav.append(("quant-noise", "Noise"))
 
 
@@ -504,7 +526,8 @@ def render_html(report: dict) -> str:
     _quantizers(report, parts, nav)
     links = "".join(f'<a href="#{_e(a)}">{_e(t)}</a>' for a, t in nav if a != "summary")
     name = ((report.get("config") or {}).get("model") or {}).get("model_name") or "model"
-    body = "\n".join([head[0], f"<nav>{links}</nav>", '<section id="summary">', *head[1:], "</section>", *parts])
+    cue = '<p class="note narrow">Wide tables and charts scroll sideways.</p>'
+    body = "\n".join([head[0], f"<nav>{links}</nav>", cue, '<section id="summary">', *head[1:], "</section>", *parts])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>pot report: {_e(name)}</title><style>{_CSS}</style></head>"

@@ -22,8 +22,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pot_cli.cli import main
-from pot_cli.report.html import render_html
-from tests.report.fake_sections import add_fake_sections
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS_ENV = "POT_SCREENSHOT_DIR"
@@ -62,19 +60,18 @@ def _pot(*args) -> None:
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory, shared_dir, repo_root) -> dict[str, Path]:
     """Three report pages: mobilenet_v2 with the speed check, fmnist_cnn with AccuracyAware steps,
-    and mobilenet_v2's report with stand-in analysis and quant_noise sections."""
+    and mobilenet_v2 from the real ``mobilenetV2_tf_int8_sqnr.json`` (QuantNoiseEstimator) with
+    ``--analyze``."""
     out = tmp_path_factory.mktemp("report_pages")
     _pot("-q", "default", "-m", shared_dir / "models/mobilenet_v2/mobilenet_v2.xml", "--data-source",
          shared_dir / "data/images", "--target-device", "CPU", "--output-dir", out / "mb", "-d")
     _pot("-q", "accuracy_aware", "-m", shared_dir / "models/fmnist_cnn/fmnist_cnn.xml", "--ac-config",
          repo_root / "configs/examples/fmnist_ac.yml", "--max-drop", "0.001", "--output-dir", out / "aa", "-d")
-    report = json.loads((out / "mb/optimized/report.json").read_text())
-    synthetic = out / "synthetic" / "report.html"
-    synthetic.parent.mkdir()
-    synthetic.write_text(render_html(add_fake_sections(report)), encoding="utf-8")
+    _pot("-c", repo_root / "configs/examples/pot/mobilenetV2_tf_int8_sqnr.json", "--analyze", "--output-dir",
+         out / "sqnr", "-d")
     return {"mobilenet_v2_speed_check": out / "mb/optimized/report.html",
             "fmnist_cnn_accuracy_aware": out / "aa/optimized/report.html",
-            "synthetic_analysis_quant_noise": synthetic}
+            "mobilenet_v2_analysis_quant_noise": out / "sqnr/optimized/report.html"}
 
 
 def _open(driver, path: Path) -> str:
@@ -129,18 +126,16 @@ def _dom(driver) -> dict:
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2_speed_check", "fmnist_cnn_accuracy_aware",
-                                  "synthetic_analysis_quant_noise"])
+                                  "mobilenet_v2_analysis_quant_noise"])
 def test_report_page_in_chromium(browser, pages, name, tmp_path):
     url = _open(browser, pages[name])
     _checks(browser, url)
     dom = _dom(browser)
-    report = json.loads(pages[name].with_name("report.json").read_text()) if name != "synthetic_analysis_quant_noise" \
-        else None
+    report = json.loads(pages[name].with_name("report.json").read_text())
     assert dom["title"].startswith("pot report")
     assert {"times", "float", "quantizers"} <= set(dom["ids"])
     assert dom["tables"] >= 4 and all(w > 100 for w in dom["svgRects"])
-    if report is not None:
-        assert dom["fq"] == len(report["quantizers"])
+    assert dom["fq"] == len(report["quantizers"])
     if name == "mobilenet_v2_speed_check":
         assert "speed" in dom["ids"] and any("FP32 vs INT8" in s for s in dom["svgs"])
     elif name == "fmnist_cnn_accuracy_aware":
@@ -150,7 +145,9 @@ def test_report_page_in_chromium(browser, pages, name, tmp_path):
         assert {"analysis", "quant-noise"} <= set(dom["ids"])
         assert any(s.startswith("Per-layer sensitivity") for s in dom["svgs"])
         assert any(s.startswith("Noisiest layers") for s in dom["svgs"])
-        assert json.loads(dom["snippet"])["ignored"]["scope"]
+        assert json.loads(dom["snippet"])["ignored"]["scope"] == report["analysis"]["recommendation"]["ignored_scope"]
+        assert report["analysis"]["rows"][0]["group"] in browser.find_element("id", "analysis").find_element(
+            "xpath", "..").text
     import os
 
     folder = Path(os.environ[SHOTS_ENV]) if os.environ.get(SHOTS_ENV) else tmp_path / "screenshots"
