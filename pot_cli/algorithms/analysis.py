@@ -275,8 +275,9 @@ def _compile_f32(model: ov.Model, device: str) -> ov.CompiledModel:
     """Compile in f32 on a Core of the analysis's own: the switchable model shares constant
     buffers with models the run's Core compiled (the speed check's), and a plugin may cache
     per-buffer state (packed weights) across the models of one Core. (Wrong figures once blamed
-    on that sharing, output cosine 0.5 on mobilenet_v2, came from :func:`_run`'s former
-    callbacks; the separate Core is kept as a cheap isolation.)"""
+    on that sharing, output cosine 0.5 on mobilenet_v2, look like the lost additions of
+    :func:`_run`'s former callbacks; not re-checked, so the separate Core stays as a cheap
+    isolation.)"""
     global _CORE
     if _CORE is None:
         _CORE = ov.Core()
@@ -296,9 +297,10 @@ def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result) ->
     """Run ``jobs`` (``(key, inputs)``) on a few requests in turn; ``on_result(key, [outputs])`` per
     job, in this thread, after the request finished and before it is started again.
 
-    (An ``AsyncInferQueue`` callback updating the running sums gave wrong figures: mobilenet_v2's
-    fully quantized output cosine read 0.25-0.42 over 8 samples instead of 0.99. Reading each
-    request only here leaves no Python state to the plugin's threads.)
+    (``AsyncInferQueue`` callbacks of concurrent requests, adding one variant's samples to the
+    same running sums without a lock, lost additions: mobilenet_v2's fully quantized output
+    cosine read 0.25-0.42 over 8 samples instead of 0.99. Read here, in one thread, nothing is
+    shared with the plugin's threads.)
     """
     n = max(1, min(4, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
     requests = [compiled.create_infer_request() for _ in range(n)]
