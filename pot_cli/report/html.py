@@ -66,7 +66,7 @@ details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}
 nav{font-size:.88rem;margin:.3rem 0 .8rem;display:flex;flex-wrap:wrap;gap:.2em .9em}nav a{white-space:nowrap}
 .narrow{display:none}
 @media (max-width:600px){.narrow{display:block}body{font-size:14px}main{padding:8px 8px 30px}table{font-size:.8rem}
-th,td{padding:3px 5px}table.kv th{width:8.5em}}
+th,td{padding:3px 5px}table.kv th{width:8.5em}td.name{min-width:7em}.plot svg{min-width:0}}
 """
 
 
@@ -167,12 +167,12 @@ def _barh(plots: _Plots, labels: list[str], series: list[tuple[str, list[float],
     ax.set_yticks(y, [_short(x) for x in labels], fontsize=7)
     ax.set_ylim(n - 0.5, -0.5)  # first label on top, no empty rows
     ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, pad=18 if len(series) > 1 or vline is not None else 6)
     ax.grid(axis="x", alpha=0.3)
     if vline is not None:
         ax.axvline(vline, color="#c0392b", linestyle="--", linewidth=1, label=f"target {vline:.3g}")
     if len(series) > 1 or vline is not None:
-        ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False)  # above: long charts
     return plots.svg(fig, title)
 
 
@@ -301,6 +301,13 @@ def _float_layers(report: dict, parts: list[str], nav: list[tuple[str, str]]) ->
                      f"run in floating point:</p>")
         parts.append(_table(["layer", "type", "why"], [[_e(r.get("layer")), _e(r.get("type")), _e(r.get("reason"))]
                                                       for r in rows], name_cols={0}))
+    scopes = [(i, n, list(((a.get("params") or {}).get("ignored") or {}).get("scope") or []))
+              for i, (a, n) in enumerate((a, a.get("name")) for a in _algorithms(report))]
+    for i, name, scope in scopes:
+        if scope:
+            parts.append(f"<p>Ignored scope of {_e(name)} (<code>compression.algorithms[{i}].params.ignored.scope</code>, "
+                         f"{len(scope)} name(s), any layer type; kept in float because the config says so):</p>"
+                         f"<pre><code>{_e(', '.join(scope))}</code></pre>")
     if reverted:
         parts.append("<p>If branches no calibration sample took (their bodies stay in float):</p><ul>"
                      + "".join(f"<li>{_e(b.get('node'))}: {_e(b.get('branch'))} branch</li>" for b in reverted) + "</ul>")
@@ -335,9 +342,15 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
                  f"harmful groups the time allowed; - where not measured). The analysis took {_num(spent, 3)} s"
                  + (f", the run before it {_num(analysis.get('plain_time_s'), 3)} s"
                     if analysis.get("plain_time_s") else "") + ".</p>")
+    full = analysis.get("fully_quantized") or {}
+    if full:
+        parts.append(f"<p>Fully quantized (the baseline of both columns): output SQNR {_num(full.get('sqnr_db'))} dB, "
+                     f"cosine {_num(full.get('cosine'), 6)}. A group's <i>only float</i> cosine above it: keeping "
+                     "that group in float helps; below it: it does not.</p>")
     if rows:
         top = rows[0]
-        parts.append(f'<p>Most harmful: <b>{_e(top.get("group"))}</b> ({_e(top.get("type"))}).</p>')
+        parts.append(f'<p>Most harmful: <b>{_e(top.get("group"))}</b> ({_e(top.get("type"))}; the group is named '
+                     "after its layer in the IR).</p>")
         shown = rows[:MAX_BARS]
         parts.append(_barh(plots, [r.get("group", "") for r in shown],
                            [("only this group quantized", [(r.get("only_quantized") or {}).get("sqnr_db") for r in shown],
@@ -361,11 +374,16 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
         pred = rec.get("predicted") or {}
         keep = rec.get("keep_float") or []
         checked = rec.get("verified_samples") or analysis.get("samples")
-        parts.append(f"<p>Keep {len(keep)} group(s) in floating point to reach the target "
-                     f"(output cosine {_num(target.get('cosine'), 6)}): measured with them reverted, output SQNR "
-                     f"{_num(pred.get('sqnr_db'))} dB, cosine {_num(pred.get('cosine'), 6)} on {_num(checked)} "
-                     "calibration samples"
-                     + ("" if analysis.get("target_met", True) else " <b>(target not reached)</b>") + ".</p>")
+        measured = (f"output SQNR {_num(pred.get('sqnr_db'))} dB, cosine {_num(pred.get('cosine'), 6)} on "
+                    f"{_num(checked)} calibration samples")
+        if keep:
+            parts.append(f"<p>Keep {len(keep)} group(s) in floating point to reach the target (output cosine "
+                         f"{_num(target.get('cosine'), 6)}): measured with them reverted, {measured}"
+                         + ("" if analysis.get("target_met", True) else " <b>(target not reached)</b>") + ".</p>")
+        else:
+            parts.append(f"<p>The fully quantized model already reaches the target (output cosine "
+                         f"{_num(target.get('cosine'), 6)}): {measured}. Nothing to keep in floating point; "
+                         "<code>--analyze 0.999</code> asks for a higher target.</p>")
         snippet = json.dumps({"ignored": {"scope": list(rec.get("ignored_scope") or [])}}, indent=2)
         where = ", ".join(f"<code>compression.algorithms[{i}].params</code> ({_e(n)})" for i, n in _quant_algorithms(report))
         parts.append(f"<p>Paste into {where or 'the quantization algorithm’s <code>params</code>'} (it replaces "
@@ -430,6 +448,15 @@ def _accuracy_aware(report: dict, parts: list[str], nav: list[tuple[str, str]], 
                  "yes" if s.get("accepted", True) else "no", _num(s.get("time_s"), 3)] for s in steps]
         parts.append(_table(["iteration", "action", "layers", "metrics", "drop", "accepted", "s"], rows,
                             numeric={0, 6}, name_cols={2}))
+    for ranking in aa.get("rankings") or []:  # which layers hurt, as AccuracyAware measured them
+        metric = ranking.get("metric")
+        scores = ranking.get("scores") or []
+        parts.append(f"<h3>Ranking of iteration {_num(ranking.get('iteration'))}: {metric} with each group alone "
+                     f"reverted to float, on {_num(ranking.get('subset_size'))} samples (best first: the group that "
+                     "hurts most)</h3>")
+        parts.append(_table(["#", "group", "type", _e(metric), "output distance"],
+                            [[str(i), _e(r.get("layer")), _e(r.get("type")), _num(r.get(metric)), _num(r.get("distance"))]
+                             for i, r in enumerate(scores, 1)], numeric={0, 3, 4}, name_cols={1}))
     nav.append(("accuracy-aware", "AccuracyAware"))
 
 
@@ -526,7 +553,7 @@ def render_html(report: dict) -> str:
     _quantizers(report, parts, nav)
     links = "".join(f'<a href="#{_e(a)}">{_e(t)}</a>' for a, t in nav if a != "summary")
     name = ((report.get("config") or {}).get("model") or {}).get("model_name") or "model"
-    cue = '<p class="note narrow">Wide tables and charts scroll sideways.</p>'
+    cue = '<p class="note narrow">Wide tables scroll sideways.</p>'
     body = "\n".join([head[0], f"<nav>{links}</nav>", cue, '<section id="summary">', *head[1:], "</section>", *parts])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
