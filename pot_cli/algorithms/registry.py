@@ -364,8 +364,10 @@ def check_speed(fp_model: ov.Model, model: ov.Model, result, engine, indices: li
     reasons = [f"{slower} slower in INT8 on {device}"] if slower else []
     if check.whole_model:
         reasons.append(f"{len(check.whole_model)} because the quantized model was not faster as a whole on {device}")
-    if check.skipped:  # slower in INT8 when measured, but their categories were not tried without INT8
-        reasons.append(f"slower {', '.join(check.skipped)} layers not tried for lack of time, kept in INT8")
+    kept_slower = sum(1 for t in check.layers if t.int8 and t.int8_us > t.fp32_us)
+    if kept_slower:  # measured slower, yet in INT8: untried for lack of time, or reverting did not pay
+        reasons.append(f"{kept_slower} measured slower in INT8 kept in INT8"
+                       + (f" (not tried for lack of time: {', '.join(check.skipped)})" if check.skipped else ""))
     why = "; ".join(reasons) or f"none slower in INT8 on {device}"
     log.info("speed check: %d of %d quantized layer(s) kept in floating point (%s); "
              "runtime node time %.0f us -> %.0f us per inference (FP32 %.0f us)",

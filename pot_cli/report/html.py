@@ -470,8 +470,8 @@ def _speed_check(report: dict, parts: list[str], nav: list[tuple[str, str]], plo
     parts.append(f"<p>Runtime node time per inference on this CPU: FP32 {fp:.0f} us, INT8 {before:.0f} us before "
                  f"and {after:.0f} us after keeping {len(speed.get('reverted') or [])} layer(s) in float "
                  f"({_num(speed.get('rounds'))} round(s) of timing, {_num(speed.get('seconds'), 3)} s of the stage's time)."
-                 + (f" Slower in INT8 but not tried in float for lack of time (so kept in INT8, their "
-                    f"'why' cell empty): {_e(', '.join(speed['categories_not_tried']))} layers."
+                 + (f" Categories not tried in float for lack of time: "
+                    f"{_e(', '.join(speed['categories_not_tried']))} (their slower layers may stay in INT8)."
                     if speed.get("categories_not_tried") else "") + "</p>")
     if layers:
         shown = sorted(layers, key=lambda r: -max(r.get("fp32_us") or 0, r.get("int8_us") or 0))[:MAX_BARS]
