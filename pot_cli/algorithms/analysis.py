@@ -34,6 +34,11 @@ Metrics, per model output ``o`` over the analysed samples (FP32 output ``r``, va
 ``SQNR_o = 10 log10(sum r^2 / sum (y - r)^2)`` and ``cos_o`` = the mean over samples of
 ``<y, r> / (|y| |r|)``; a variant's figure is the minimum over the outputs (the worst output).
 
+With annotated data (the accuracy_checker engine, or an ``IEEngine`` with a ``Metric``), the
+metric too: of the fully quantized model and with each of the most harmful groups alone in float
+(``rows[k]["metrics"]``, as many as the budget allows, at least the first), on up to
+:data:`METRIC_SAMPLES` evaluation samples, on the same switchable model.
+
 Recommendation: the shortest prefix of the ranking whose groups, kept in float, bring the output
 cosine to the target (default :data:`DEFAULT_TARGET_COSINE`), found on the switchable model by an
 exponential then binary search over the prefix length, then **verified** on the real quantized
@@ -61,6 +66,7 @@ import openvino.opset13 as ops
 
 from pot_cli.algorithms.accuracy_aware import group_ops, revert_group
 from pot_cli.graph.model import is_constant_subgraph
+from pot_cli.errors import EngineError, PotError
 from pot_cli.statistics.collector import fake_quantize_in_float
 
 log = logging.getLogger("pot")
@@ -75,6 +81,8 @@ BUDGET_SHARE = 1.5
 BUDGET_MIN_S = 2.0
 #: "only this group in float" variants measured at least (the most harmful groups)
 MIN_FLOAT_VARIANTS = 4
+#: evaluation samples the per-group metric runs on at most (annotated data only)
+METRIC_SAMPLES = 64
 #: verifications on the real model after the predicted prefix (each adds the next group)
 MAX_VERIFICATIONS = 4
 #: name of the gate input of the switchable model
@@ -175,6 +183,7 @@ class Analysis:
     compiled_models: int = 0
     inferences: int = 0
     time_split_s: dict = field(default_factory=dict)
+    fully_quantized_metrics: dict | None = None
 
     def report(self) -> dict:
         """The ``analysis`` section (the issue-16 data contract)."""
@@ -187,6 +196,7 @@ class Analysis:
                                    "predicted": dict(rec.predicted), "verified_samples": rec.samples,
                                    "config": rec.config},
                 "fully_quantized": dict(self.fully_quantized), "target_met": rec.target_met,
+                "fully_quantized_metrics": self.fully_quantized_metrics,
                 "compiled_models": self.compiled_models, "inferences": self.inferences,
                 "time_split_s": dict(self.time_split_s)}
 
@@ -394,6 +404,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                  None if plain_time_s is None else max(BUDGET_MIN_S, settings.budget_share * plain_time_s)
                  - (time.perf_counter() - t0))
     picked = picked[:plan.samples]
+    deadline = None if plan.budget is None else time.perf_counter() + plan.budget
     log.info("Sensitivity analysis: %d layer group(s) x %d calibration sample(s): %d 'only this group quantized' "
              "and %d 'only this group in float' variant(s), %d inferences on one switchable model (about %.1f s%s)",
              len(groups), plan.samples, len(groups), plan.float_variants, plan.inferences, plan.seconds,
@@ -420,6 +431,12 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     for r, s in zip(shortlist, only_f):
         r["only_float"] = s.figures()
     split["variants_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    later = (2 * math.ceil(math.log2(len(groups) + 1)) + 1 + len(samples)) * len(picked) * per_inference + compile_s / 2
+    full_metrics = _group_metrics(engine, compiled, shortlist, position, ones,
+                                  None if deadline is None else deadline - later)
+    if full_metrics is not None:
+        split["metrics_s"] = time.perf_counter() - t
     log.info("Fully quantized: output cosine %.5f, SQNR %.2f dB against FP32; most harmful group(s): %s",
              full["cosine"], full["sqnr_db"], ", ".join(
                  f"{r['group']} ({r['type']}, alone quantized: cosine {r['only_quantized']['cosine']:.5f})"
@@ -453,9 +470,58 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     analysis = Analysis(samples=len(picked), groups=len(groups), time_s=time.perf_counter() - t0,
                         plain_time_s=plain_time_s, target=settings.target, rows=rows, fully_quantized=full,
                         recommendation=rec, compiled_models=1 + rec.verified_models, inferences=inferences,
-                        time_split_s={k: round(v, 3) for k, v in split.items()})
+                        time_split_s={k: round(v, 3) for k, v in split.items()},
+                        fully_quantized_metrics=full_metrics)
     _log_recommendation(analysis)
     return analysis
+
+
+def _evaluator_of(engine):
+    """The engine's evaluator when it has a metric (accuracy_checker engine, or an ``IEEngine``
+    with a ``Metric``); else ``None``."""
+    try:
+        evaluator = engine.evaluator()
+    except (PotError, AttributeError):
+        return None
+    return evaluator if evaluator.metrics else None
+
+
+def _group_metrics(engine, compiled: ov.CompiledModel, shortlist: list[dict], position: dict[str, int],
+                   ones: np.ndarray, deadline: float | None) -> dict[str, float] | None:
+    """With annotated data, the metric of the fully quantized model and, in ``row["metrics"]``,
+    with each of the ``shortlist``'s groups alone in float (most harmful first, while ``deadline``
+    allows; at least the first), on up to :data:`METRIC_SAMPLES` evaluation samples spread over
+    the dataset, on the switchable model. ``None`` without an evaluator.
+
+    :return: the fully quantized model's metrics (name -> value, the metric's own units).
+    """
+    evaluator = _evaluator_of(engine)
+    if evaluator is None or not shortlist:
+        return None
+    indices = _spread(list(range(len(evaluator.dataset))), METRIC_SAMPLES)
+
+    def metric(gates: np.ndarray) -> dict[str, float]:
+        outputs = evaluator.infer(compiled, indices, extra_inputs={GATE_INPUT: gates})
+        return {k: round(float(v), 6) for k, v in evaluator.score(outputs, indices, per_sample=False).metrics.items()}
+
+    t = time.perf_counter()
+    try:
+        full = metric(ones)
+    except EngineError as e:  # an evaluation set without annotations (annotation-free AccuracyAware data)
+        log.debug("analysis: no per-group metric: %s", e)
+        return None
+    per_variant = time.perf_counter() - t
+    for k, row in enumerate(shortlist):
+        if k and deadline is not None and time.perf_counter() + per_variant > deadline:
+            break
+        gates = ones.copy()
+        gates[position[row["group"]]] = 0.0
+        row["metrics"] = metric(gates)
+    measured = sum(1 for r in shortlist if r["metrics"] is not None)
+    log.info("Metric on %d evaluation sample(s): fully quantized %s; measured with each of the %d most harmful "
+             "group(s) alone in float (report.json, report.html), the first: %s", len(indices), full, measured,
+             ", ".join(f"{r['group']} {r['metrics']}" for r in shortlist[:min(measured, 3)]))
+    return full
 
 
 def _one_hot(n: int, k: int) -> np.ndarray:

@@ -167,13 +167,16 @@ class Evaluator:
             yield i, sample
 
     def infer(self, model: ov.Model | ov.CompiledModel, indices: Sequence[int],
-              progress: Callable[[int], None] | None = None) -> dict[int, np.ndarray]:
+              progress: Callable[[int], None] | None = None,
+              extra_inputs: dict[str, np.ndarray] | None = None) -> dict[int, np.ndarray]:
         """Run ``indices`` through ``model`` asynchronously.
 
         :param model: a model (compiled here) or a compiled model (its infer requests are reused
             across calls).
         :param indices: dataset indices.
         :param progress: called with the number of finished samples.
+        :param extra_inputs: inputs the model has beside the dataset's, the same for every sample
+            (the sensitivity analysis' gate vector).
         :return: index -> copy of the metric output of that sample.
         :raises EngineError: when inference fails.
         """
@@ -199,7 +202,7 @@ class Evaluator:
         drained = False
         try:
             for i, sample in self._samples(indices):
-                start_sample(queue, sample, i, stateful)
+                start_sample(queue, {**sample, **extra_inputs} if extra_inputs else sample, i, stateful)
                 if progress is not None:
                     progress(len(outputs))
             queue.wait_all()

@@ -345,8 +345,10 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
     full = analysis.get("fully_quantized") or {}
     if full:
         parts.append(f"<p>Fully quantized (the baseline of both columns): output SQNR {_num(full.get('sqnr_db'))} dB, "
-                     f"cosine {_num(full.get('cosine'), 6)}. A group's <i>only float</i> cosine above it: keeping "
-                     "that group in float helps; below it: it does not.</p>")
+                     f"cosine {_num(full.get('cosine'), 6)}"
+                     + "".join(f", {_e(k)} {_num(v)}" for k, v in (analysis.get("fully_quantized_metrics") or {}).items())
+                     + ". A group's <i>only float</i> figure above it: keeping that group in float helps; below it: "
+                     "it does not.</p>")
     if rows:
         top = rows[0]
         parts.append(f'<p>Most harmful: <b>{_e(top.get("group"))}</b> ({_e(top.get("type"))}; the group is named '

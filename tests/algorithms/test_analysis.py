@@ -10,7 +10,7 @@ import openvino.opset13 as ops
 import pytest
 
 import models
-from pot_cli.api import DataLoader, IEEngine, create_pipeline
+from pot_cli.api import DataLoader, IEEngine, Metric, create_pipeline
 from pot_cli.algorithms import analysis as analysis_module
 from pot_cli.algorithms.analysis import AnalysisSettings, recommended_config
 
@@ -269,3 +269,57 @@ def test_the_fully_quantized_figures_do_not_depend_on_how_the_engine_buffers_sam
     reused = fully_quantized(ReusedBuffer({"device": "CPU"}, Arrays()))
     assert reused["cosine"] == pytest.approx(plain["cosine"], abs=1e-6)
     assert reused["sqnr_db"] == pytest.approx(plain["sqnr_db"], abs=1e-3)
+
+
+class CosineToFp32(Metric):
+    """Mean cosine between the output and the annotation (the FP32 output), higher is better."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    @property
+    def value(self):
+        return {"cosine": [self.values[-1]]}
+
+    @property
+    def avg_value(self):
+        return {"cosine": float(np.mean(self.values))}
+
+    def update(self, output, target):
+        y, r = np.ravel(output[0]).astype(np.float64), np.ravel(target[0]).astype(np.float64)
+        self.values.append(float(y @ r / (np.linalg.norm(y) * np.linalg.norm(r))))
+
+    def reset(self):
+        self.values = []
+
+    def get_attributes(self):
+        return {"cosine": {"direction": "higher-better", "type": "cosine"}}
+
+
+class Annotated(Arrays):
+    """``(data, FP32 output)`` items."""
+
+    def __init__(self, fp: ov.Model):
+        super().__init__()
+        compiled = ov.Core().compile_model(fp, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.refs = [compiled({"x": d[None]})[0][0] for d in self.data]
+
+    def __getitem__(self, i):
+        return self.data[i], self.refs[i]
+
+
+def test_with_a_metric_the_most_harmful_groups_get_the_metric_with_them_alone_in_float():
+    fp = fragile_chain()
+    engine = IEEngine({"device": "CPU"}, Annotated(fp), CosineToFp32())
+    pipeline = create_pipeline([{"name": "DefaultQuantization", "params": {"stat_subset_size": N}}], engine,
+                               analyze=True)
+    pipeline.run(fp.clone())
+    section = pipeline.state.analysis
+    full = section["fully_quantized_metrics"]["cosine"]
+    rows = {r["group"]: r for r in section["rows"]}
+    assert section["rows"][0]["group"] == "conv2"
+    assert rows["conv2"]["metrics"]["cosine"] > full + 0.01  # in float it lifts the metric
+    measured = [r for r in section["rows"] if r["metrics"] is not None]
+    assert measured and all(r["only_float"] is not None for r in measured)
+    assert section["time_split_s"]["metrics_s"] > 0
