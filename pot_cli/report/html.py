@@ -301,9 +301,8 @@ def _float_layers(report: dict, parts: list[str], nav: list[tuple[str, str]]) ->
                      f"run in floating point:</p>")
         parts.append(_table(["layer", "type", "why"], [[_e(r.get("layer")), _e(r.get("type")), _e(r.get("reason"))]
                                                       for r in rows], name_cols={0}))
-    scopes = [(i, n, list(((a.get("params") or {}).get("ignored") or {}).get("scope") or []))
-              for i, (a, n) in enumerate((a, a.get("name")) for a in _algorithms(report))]
-    for i, name, scope in scopes:
+    for i, algo in enumerate(_algorithms(report)):
+        name, scope = algo.get("name"), list(((algo.get("params") or {}).get("ignored") or {}).get("scope") or [])
         if scope:
             parts.append(f"<p>Ignored scope of {_e(name)} (<code>compression.algorithms[{i}].params.ignored.scope</code>, "
                          f"{len(scope)} name(s), any layer type; kept in float because the config says so):</p>"

@@ -31,7 +31,10 @@ def _report() -> dict:
                            "steps": [{"iteration": 0, "action": "quantize", "layers": [], "metrics": {"acc": 0.85},
                                       "drop": {"acc": 0.05}, "accepted": True},
                                      {"iteration": 1, "action": "revert", "layers": [f"conv2{evil}"],
-                                      "metrics": {"acc": 0.895}, "drop": {"acc": 0.005}, "accepted": True}]},
+                                      "metrics": {"acc": 0.895}, "drop": {"acc": 0.005}, "accepted": True}],
+                           "rankings": [{"iteration": 1, "metric": "acc", "subset_size": 10, "time_s": 0.1,
+                                         "scores": [{"layer": f"conv2{evil}", "type": "Convolution", "acc": 0.9,
+                                                     "distance": 0.01}]}]},
         "speed_check": {"fp32_us": 100.0, "int8_us_before": 90.0, "int8_us": 80.0, "rounds": 2, "seconds": 1.0,
                         "reverted": ["conv3"], "reverted_as_whole_model": [], "categories_not_tried": [],
                         "runtime": {"types": {"Convolution": {"u8": 1, "f32": 1}}, "int8": 1, "total": 2},
@@ -58,6 +61,14 @@ def test_every_section_rendered_and_escaped():
     assert "@import" not in page and not re.findall(r"url\((?!#)", page)  # only in-page clip paths
     snippet = re.search(r'<pre id="ignored-snippet"><code>(.*?)</code></pre>', page, re.S).group(1)
     assert json.loads(snippet.replace("&quot;", '"'))["ignored"]["scope"]
+    # what stayed in float includes the config's ignored scope; AccuracyAware's ranking is shown
+    assert "compression.algorithms[0].params.ignored.scope</code>, 1 name(s)" in page and "<code>ign</code>" in page
+    assert "Ranking of iteration 1: acc" in page and "conv2&lt;script&gt;" in page
+
+
+def test_a_run_without_diagnostics_says_how_to_get_them():
+    page = render_html({"version": "0.1.0", "layers": {"int8": 1, "float": 0, "float_layers": []}})
+    assert 'id="analysis"' in page and "--analyze" in page and "QuantNoiseEstimator" in page
 
 
 def test_sections_absent_do_not_break():
