@@ -314,27 +314,28 @@ def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result) ->
     """
     n = max(1, min(4, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
     requests = [compiled.create_infer_request() for _ in range(n)]
-    pending: list[Any] = [None] * n
+    idle = object()  # a request with no job (job keys may be anything, None included)
+    pending: list[Any] = [idle] * n
     outputs = range(len(compiled.outputs))
 
     def finish(r: int) -> None:
         requests[r].wait()
-        on_result(pending[r][0], [np.array(requests[r].get_output_tensor(k).data, copy=True) for k in outputs])
-        pending[r] = None
+        on_result(pending[r], [np.array(requests[r].get_output_tensor(k).data, copy=True) for k in outputs])
+        pending[r] = idle
 
     try:
         for j, (key, inputs) in enumerate(jobs):
             r = j % n
-            if pending[r] is not None:
+            if pending[r] is not idle:
                 finish(r)
             requests[r].start_async(inputs)
-            pending[r] = (key,)
+            pending[r] = key
         for r in range(n):
-            if pending[r] is not None:
+            if pending[r] is not idle:
                 finish(r)
     finally:  # an error or Ctrl-C: let started requests finish before they are destroyed
         for r in range(n):
-            if pending[r] is not None:
+            if pending[r] is not idle:
                 with contextlib.suppress(Exception):
                     requests[r].wait()
 
@@ -422,8 +423,8 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     # small gain of keeping one group alone in float (a difference of two noisy figures); on a
     # model with several outputs, a group that hurts another output does not lift the worst one
     # (mp_face_detection_short; docs/analysis.md)
-    harm = {g: (float(only_q[k].cosines()[worst]), only_q[k].figures()["cosine"], only_q[k].figures()["sqnr_db"], g)
-            for k, g in enumerate(groups)}
+    harm = {r["group"]: (float(q.cosines()[worst]), r["only_quantized"]["cosine"], r["only_quantized"]["sqnr_db"],
+                         r["group"]) for r, q in zip(rows, only_q)}
     rows.sort(key=lambda r: harm[r["group"]])
     position = {g: k for k, g in enumerate(groups)}
     shortlist = rows[:plan.float_variants]
@@ -432,7 +433,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
         r["only_float"] = s.figures()
     split["variants_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    later = (2 * math.ceil(math.log2(len(groups) + 1)) + 1 + len(samples)) * len(picked) * per_inference + compile_s / 2
+    later = (_search_inferences(len(groups)) + len(samples)) * len(picked) * per_inference + compile_s / 2
     full_metrics = _group_metrics(engine, compiled, shortlist, position, ones,
                                   None if deadline is None else deadline - later)
     if full_metrics is not None:
@@ -541,6 +542,12 @@ class _Plan:
     budget: float | None
 
 
+def _search_inferences(groups: int) -> int:
+    """Inferences per sample of :func:`_shortest_prefix` over ``groups`` at most (exponential,
+    then binary search)."""
+    return 2 * math.ceil(math.log2(groups + 1)) + 1
+
+
 def _plan(groups: int, max_samples: int, per_inference_s: float, compile_s: float, budget_s: float | None) -> _Plan:
     """The most samples (at least :data:`MIN_SAMPLES`) for which every group's "only quantized"
     variant, the prefix search and the verification fit ``budget_s`` (seconds left), then as many
@@ -552,8 +559,7 @@ def _plan(groups: int, max_samples: int, per_inference_s: float, compile_s: floa
         quantized model, estimated at half of it, and needs the float reference of every loaded
         sample).
     """
-    search = 2 * math.ceil(math.log2(groups + 1)) + 1  # exponential then binary search over the prefix
-    fixed = 1 + groups + search  # full model, only-quantized, search
+    fixed = 1 + groups + _search_inferences(groups)  # full model, only-quantized, search
     if budget_s is None:
         n, floats = max_samples, groups
     else:  # a verification: a compilation and, on every loaded sample, the float reference
