@@ -155,10 +155,11 @@ def _evaluate(pipeline: Pipeline, model: CompressedModel, options: RunOptions) -
     state, engine = pipeline.state, pipeline.engine
     aa = state.accuracy_aware
     annotation_free = any(a.params.annotation_free for a in pipeline.algo_seq if a.name == "AccuracyAwareQuantization")
-    evaluation = aa.evaluation if aa is not None and not annotation_free else engine.evaluator().evaluate(model.model)
+    reused = aa is not None and not annotation_free
+    evaluation = aa.evaluation if reused else engine.evaluator().evaluate(model.model)
     dataset = engine.ac.evaluation
     section = {"dataset": dataset.name, "samples": len(evaluation.indices), "metrics": dict(evaluation.metrics),
-               "time_s": round(evaluation.time_s, 3)}
+               "time_s": round(evaluation.time_s, 3), "reused": reused}
     state.timed("evaluation_s", t)
     log.info("Evaluation of the output model on '%s' (%d samples): %s", section["dataset"], section["samples"],
              ", ".join(f"{k} {v:.6g}" for k, v in section["metrics"].items()))

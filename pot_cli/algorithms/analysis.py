@@ -22,13 +22,17 @@ weights), switched after both by ``gate[k]`` (``fp + gate[k] * (quantized - fp)`
 another op (a corrected bias) a switch on that input; ``gate`` is an extra f32 input of shape
 ``[groups]`` holding 0 or 1. The quantized op keeps its FakeQuantize inputs and INT8 weights, so
 the CPU plugin runs it in INT8 as in the real model. A variant is one inference per sample with
-another gate vector; the reference (every gate 0) is the float model. The time budget
-(:data:`BUDGET_SHARE` of the run's time before the analysis, at least :data:`BUDGET_MIN_S`) sets
-the number of samples first (at least :data:`MIN_SAMPLES`, at most :data:`MAX_SAMPLES`), every
-group's "only quantized" variant included; the "only in float" variants are then measured for as
-many of the most harmful groups as still fit (at least :data:`MIN_FLOAT_VARIANTS`; the others'
-``only_float`` is ``null``). The log says ``groups x samples`` and the inference count before it
-starts.
+another gate vector; the reference (every gate 0) is the float model. The comparison with the
+reference runs in the plugin too (:func:`add_comparison`): a variant returns two sums per output.
+The time budget (:data:`BUDGET_SHARE` of the run's time before the analysis, at least
+:data:`BUDGET_MIN_S`) sets the number of samples first (at least :data:`MIN_SAMPLES`, at most
+:data:`MAX_SAMPLES`), every group's "only quantized" variant included; the "only in float"
+variants are then measured for as many of the most harmful groups as still fit (at least
+:data:`MIN_FLOAT_VARIANTS`; the others' ``only_float`` is ``null``). When one sample with every
+group does not fit, a coarse pass first (:func:`_plan`): blocks of consecutive groups alone
+quantized, then group by group only in the most harmful blocks (``screening`` in the report; the
+other groups' ``only_quantized`` is ``null`` and they rank by their share of their block's harm).
+The log says ``groups x samples`` and the inference count before it starts.
 
 Metrics, per model output ``o`` over the analysed samples (FP32 output ``r``, variant ``y``):
 ``SQNR_o = 10 log10(sum r^2 / sum (y - r)^2)`` and ``cos_o`` = the mean over samples of
@@ -42,10 +46,11 @@ metric too: of the fully quantized model and with each of the most harmful group
 Recommendation: the shortest prefix of the ranking whose groups, kept in float, bring the output
 cosine to the target (default :data:`DEFAULT_TARGET_COSINE`), found on the switchable model by an
 exponential then binary search over the prefix length, then **verified** on the real quantized
-model with those groups reverted (one more compilation; if it falls short the next groups of the
-ranking are added, a few times at most). Those groups are the ``ignored.scope`` to add; see
-:func:`recommended_config` for the config file (the CLI writes ``<model_name>_recommended.json``
-beside the model).
+model with those groups reverted, on up to :data:`MAX_VERIFY_SAMPLES` calibration samples (as
+many as :data:`VERIFY_SHARE` of the budget allows, at least the analysed ones; one more
+compilation; if it falls short the next groups of the ranking are added, a few times at most).
+Those groups are the ``ignored.scope`` to add; see :func:`recommended_config` for the config
+file (the CLI writes ``<model_name>_recommended.json`` beside the model).
 
 Measured speed/accuracy: see ``docs/analysis.md`` (``benchmarks/analyze.py``).
 """
@@ -76,17 +81,31 @@ DEFAULT_TARGET_COSINE = 0.99
 #: at most / at least this many calibration samples are analysed
 MAX_SAMPLES = 8
 MIN_SAMPLES = 1
-#: the analysis' time budget: this share of the run's time before it (at least BUDGET_MIN_S)
-BUDGET_SHARE = 1.5
+#: the analysis' time budget: this share of the run's time before it (at least BUDGET_MIN_S);
+#: with what the budget does not cover (the report's chart, a second verification) the whole
+#: ``--analyze`` run stays under 3x the plain one (at 1.5, minilm_l6_v2 took 3.1x once)
+BUDGET_SHARE = 1.2
 BUDGET_MIN_S = 2.0
 #: "only this group in float" variants measured at least (the most harmful groups)
 MIN_FLOAT_VARIANTS = 4
+#: the coarse pass (blocks of groups) applies from this many groups on, and refines at least this
+#: share of the blocks group by group
+MIN_BLOCKED_GROUPS = 16
+MIN_REFINED_SHARE = 1 / 3
+#: the recommendation is verified on this many calibration samples at most (at least the analysed
+#: ones), as many as this share of the budget allows: on 8 samples a noisy output
+#: (mp_face_detection_short) met the target there and missed it on others
+MAX_VERIFY_SAMPLES = 32
+VERIFY_SHARE = 0.25
 #: evaluation samples the per-group metric runs on at most (annotated data only)
 METRIC_SAMPLES = 64
 #: verifications on the real model after the predicted prefix (each adds the next group)
 MAX_VERIFICATIONS = 4
 #: name of the gate input of the switchable model
 GATE_INPUT = "pot_analysis_gates"
+#: names of the reference inputs and the comparison outputs of the switchable model (per output k)
+REFERENCE_INPUT = "pot_analysis_reference_{}"
+SUMS_OUTPUT = "pot_analysis_sums_{}"
 
 
 @dataclass(frozen=True)
@@ -134,16 +153,25 @@ class _Stats:
     def new(cls, outputs: int) -> "_Stats":
         return cls(np.zeros(outputs), np.zeros(outputs), np.zeros(outputs))
 
-    def add(self, ys: list[np.ndarray], refs: list[np.ndarray]) -> None:
-        for k, (y, r) in enumerate(zip(ys, refs)):
-            y = np.asarray(y, np.float64).ravel()
-            d = y - r
-            self.err2[k] += float(d @ d)
-            rr = float(r @ r)
+    def add(self, err2: list[float], y2: list[float], ref2: list[float]) -> None:
+        """One sample: per output, ``sum (y - r)^2``, ``sum y^2`` and ``sum r^2``. The cosine is
+        ``1 - (|y - r|^2 - (|y| - |r|)^2) / (2 |y| |r|)``, an identity that keeps the small
+        difference ``1 - cos`` exact where ``<y, r> / (|y| |r|)`` would cancel."""
+        for k, (e2, yy, rr) in enumerate(zip(err2, y2, ref2)):
+            e2, yy, rr = max(float(e2), 0.0), max(float(yy), 0.0), max(float(rr), 0.0)
+            self.err2[k] += e2
             self.ref2[k] += rr
-            denom = math.sqrt(float(y @ y) * rr)
-            self.cos[k] += float(y @ r) / denom if denom > 0 else (1.0 if not np.any(d) else 0.0)
+            ny, nr = math.sqrt(yy), math.sqrt(rr)
+            if ny * nr > 0:
+                self.cos[k] += min(1.0, max(-1.0, 1.0 - (e2 - (ny - nr) ** 2) / (2.0 * ny * nr)))
+            else:
+                self.cos[k] += 1.0 if e2 == 0 else 0.0
         self.n += 1
+
+    def add_outputs(self, ys: list[np.ndarray], refs: list[np.ndarray]) -> None:
+        """One sample from whole outputs (the real model's, compared here in f64)."""
+        sums = [_sums(np.asarray(y, np.float64).ravel(), np.asarray(r, np.float64).ravel()) for y, r in zip(ys, refs)]
+        self.add([e for e, _, _ in sums], [y for _, y, _ in sums], [r for _, _, r in sums])
 
     def cosines(self) -> np.ndarray:
         """The mean cosine of each output, shape ``[outputs]``."""
@@ -153,6 +181,11 @@ class _Stats:
         """``{"sqnr_db", "cosine"}``: the worst output's."""
         sqnr = [10 * math.log10(max(r, 1e-30) / e) if e > 0 else 200.0 for e, r in zip(self.err2, self.ref2)]
         return {"sqnr_db": round(float(min(sqnr)), 3), "cosine": round(float(min(self.cos / max(self.n, 1))), 6)}
+
+
+def _sums(y: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
+    d = y - r
+    return float(d @ d), float(y @ y), float(r @ r)
 
 
 @dataclass
@@ -184,6 +217,7 @@ class Analysis:
     inferences: int = 0
     time_split_s: dict = field(default_factory=dict)
     fully_quantized_metrics: dict | None = None
+    screening: dict | None = None
 
     def report(self) -> dict:
         """The ``analysis`` section (the issue-16 data contract)."""
@@ -197,6 +231,7 @@ class Analysis:
                                    "config": rec.config},
                 "fully_quantized": dict(self.fully_quantized), "target_met": rec.target_met,
                 "fully_quantized_metrics": self.fully_quantized_metrics,
+                "screening": self.screening,
                 "compiled_models": self.compiled_models, "inferences": self.inferences,
                 "time_split_s": dict(self.time_split_s)}
 
@@ -238,6 +273,47 @@ def switchable_model(model: ov.Model, fp_model: ov.Model, groups: list[str]) -> 
             _float_twin(node, twin_inputs, gate)
     sw.validate_nodes_and_infer_types()
     return sw
+
+
+def add_comparison(sw: ov.Model) -> int:
+    """Give ``sw`` the comparison against the float reference, computed by the plugin: per output
+    ``k`` (``y``), an f32 input :data:`REFERENCE_INPUT` (``r``) of the output's shape and an f32
+    output :data:`SUMS_OUTPUT` of shape ``[2]``: ``[sum (y - r)^2, sum y^2]`` (``y`` converted to
+    f32). A variant then returns two numbers per output instead of the whole output to copy and
+    compare in Python, which on the 2-core CPU cost a third of the inference (ppocrv4_det: 20 ms
+    on top of 65 ms per variant). Runs that only need the outputs feed :func:`_placeholders`.
+
+    :return: the number of the model's own outputs (the first outputs; the sums follow).
+    """
+    own = [r.input_value(0) for r in sw.get_results()]  # what each Result reads, in output order
+    flat = ops.constant(np.array([-1], np.int64))
+    axis = ops.constant(np.array([0], np.int64))
+    params, results = [], []
+    for k, out in enumerate(own):
+        ref = ops.parameter(out.get_partial_shape(), ov.Type.f32, name=REFERENCE_INPUT.format(k))
+        ref.output(0).set_names({REFERENCE_INPUT.format(k)})
+        y = out if out.get_element_type() == ov.Type.f32 else ops.convert(out, ov.Type.f32).output(0)
+        d = ops.reshape(ops.subtract(y, ref), flat, False)  # a placeholder broadcasts
+        y = ops.reshape(y, flat, False)
+        sums = ops.concat([ops.reduce_sum(ops.multiply(d, d), axis, True),
+                           ops.reduce_sum(ops.multiply(y, y), axis, True)], 0)
+        sums.output(0).set_names({SUMS_OUTPUT.format(k)})
+        params.append(ref)
+        results.append(ops.result(sums))
+    sw.add_parameters(params)
+    sw.add_results(results)
+    return len(own)
+
+
+def _placeholders(model: ov.Model | ov.CompiledModel, outputs: int) -> dict[str, np.ndarray]:
+    """Zero reference inputs for runs that read only the outputs: the static dimensions as they
+    are, a dynamic one 1 (broadcast), a dynamic rank a scalar."""
+    feeds = {}
+    for k in range(outputs):
+        shape = model.input(REFERENCE_INPUT.format(k)).get_partial_shape()
+        dims = () if shape.rank.is_dynamic else tuple(d.get_length() if d.is_static else 1 for d in shape)
+        feeds[REFERENCE_INPUT.format(k)] = np.zeros(dims, np.float32)
+    return feeds
 
 
 def _float_twin(node: ov.Node, fp_inputs: dict[int, ov.Output], gate: ov.Output) -> None:
@@ -303,9 +379,10 @@ def _compile_f32(model: ov.Model, device: str) -> ov.CompiledModel:
                          f"analysis: {runtime_error_text(e)}") from e
 
 
-def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result) -> None:
+def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result, outputs: range | None = None) -> None:
     """Run ``jobs`` (``(key, inputs)``) on a few requests in turn; ``on_result(key, [outputs])`` per
-    job, in this thread, after the request finished and before it is started again.
+    job (copies of the outputs of index in ``outputs``, default all), in this thread, after the
+    request finished and before it is started again.
 
     (``AsyncInferQueue`` callbacks of concurrent requests, adding one variant's samples to the
     same running sums without a lock, lost additions: mobilenet_v2's fully quantized output
@@ -316,7 +393,7 @@ def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result) ->
     requests = [compiled.create_infer_request() for _ in range(n)]
     idle = object()  # a request with no job (job keys may be anything, None included)
     pending: list[Any] = [idle] * n
-    outputs = range(len(compiled.outputs))
+    outputs = range(len(compiled.outputs)) if outputs is None else outputs
 
     def finish(r: int) -> None:
         requests[r].wait()
@@ -370,26 +447,35 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     # FakeQuantize as the plugin's own f32 op; with a dynamic input shape as plain f32 arithmetic,
     # as the statistics collector does (pot_cli.statistics.collector)
     dynamic = any(p.get_partial_shape().is_dynamic for p in sw.get_parameters())
+    n_out = add_comparison(sw)
     with fake_quantize_in_float(sw) if dynamic else contextlib.nullcontext():
         compiled = _compile_f32(sw, device)
     compile_s = time.perf_counter() - t0
     split = {"compile_s": compile_s}
-    n_out = len(compiled.outputs)
     ones, zeros = np.ones(len(groups), np.float32), np.zeros(len(groups), np.float32)
-    refs: dict[int, list[np.ndarray]] = {}
+    placeholders = _placeholders(compiled, n_out)
+    refs: dict[int, list[np.ndarray]] = {}  # sample -> the float model's outputs (f32)
+    ref_feeds: dict[int, dict[str, np.ndarray]] = {}
+    ref2: dict[int, list[float]] = {}
     inferences = 0
+
+    def keep_reference(i: int, ys: list[np.ndarray]) -> None:
+        refs[i] = [np.asarray(y, np.float32) for y in ys]
+        ref_feeds[i] = {REFERENCE_INPUT.format(k): y for k, y in enumerate(refs[i])}
+        ref2[i] = [float(np.square(y.ravel(), dtype=np.float64).sum()) for y in refs[i]]
 
     def reference(which: list[int]) -> None:  # every gate off: the float model
         nonlocal inferences
-        jobs = [(i, {**samples[i], GATE_INPUT: zeros}) for i in which if i not in refs]
-        _run(compiled, jobs, lambda i, ys: refs.__setitem__(i, [np.asarray(y, np.float64).ravel() for y in ys]))
+        jobs = [(i, {**samples[i], **placeholders, GATE_INPUT: zeros}) for i in which if i not in refs]
+        _run(compiled, jobs, keep_reference, range(n_out))
         inferences += len(jobs)
 
     def measure(gate_sets: list[np.ndarray], which: list[int]) -> list[_Stats]:
         nonlocal inferences
         stats = [_Stats.new(n_out) for _ in gate_sets]
-        jobs = [((v, i), {**samples[i], GATE_INPUT: g}) for i in which for v, g in enumerate(gate_sets)]
-        _run(compiled, jobs, lambda key, ys: stats[key[0]].add(ys, refs[key[1]]))
+        jobs = [((v, i), {**samples[i], **ref_feeds[i], GATE_INPUT: g}) for i in which for v, g in enumerate(gate_sets)]
+        _run(compiled, jobs, lambda key, ys: stats[key[0]].add([y[0] for y in ys], [y[1] for y in ys],
+                                                                ref2[key[1]]), range(n_out, 2 * n_out))
         inferences += len(jobs)
         return stats
 
@@ -405,26 +491,51 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                  None if plain_time_s is None else max(BUDGET_MIN_S, settings.budget_share * plain_time_s)
                  - (time.perf_counter() - t0))
     picked = picked[:plan.samples]
+    more = _spread([i for i in indices if i not in samples], plan.verify_samples - len(samples))
+    samples.update({i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(more)})
     deadline = None if plan.budget is None else time.perf_counter() + plan.budget
-    log.info("Sensitivity analysis: %d layer group(s) x %d calibration sample(s): %d 'only this group quantized' "
-             "and %d 'only this group in float' variant(s), %d inferences on one switchable model (about %.1f s%s)",
-             len(groups), plan.samples, len(groups), plan.float_variants, plan.inferences, plan.seconds,
+    if plan.blocks:
+        alone = (f"{plan.blocks} blocks of consecutive groups alone quantized, then the groups of the {plan.refined} "
+                 f"most harmful blocks one by one (the budget does not fit every group)")
+    else:
+        alone = f"{len(groups)} 'only this group quantized'"
+    log.info("Sensitivity analysis: %d layer group(s) x %d calibration sample(s): %s and %d 'only this group in "
+             "float' variant(s), %d inferences on one switchable model (about %.1f s%s)",
+             len(groups), plan.samples, alone, plan.float_variants, plan.inferences, plan.seconds,
              f"; budget {plan.budget:.1f} s" if plan.budget is not None else "")
     t = time.perf_counter()
     reference(picked)
     full_stats = measure([ones], picked)[0]
     full = full_stats.figures()
     worst = int(np.argmin(full_stats.cosines()))  # the output the fully quantized model hurts most
-    only_q = measure([_one_hot(len(groups), k) for k in range(len(groups))], picked)
-    rows = [{"group": g, "type": types.get(g, ""), "only_quantized": only_q[k].figures(), "only_float": None,
-             "metrics": None} for k, g in enumerate(groups)]
+    screening = None
+    measured = list(range(len(groups)))
+    estimate: dict[int, float] = {}  # unmeasured group -> its share of its block's harm
+    if plan.blocks:
+        size = math.ceil(len(groups) / plan.blocks)
+        blocks = [list(range(b, min(len(groups), b + size))) for b in range(0, len(groups), size)]
+        block_stats = measure([sum(_one_hot(len(groups), k) for k in b) for b in blocks], picked)
+        block_worst = [float(st.cosines()[worst]) for st in block_stats]
+        by_harm = sorted(range(len(blocks)), key=lambda b: block_worst[b])
+        refined = sorted(by_harm[:plan.refined])
+        measured = [k for b in refined for k in blocks[b]]
+        for b in by_harm[plan.refined:]:
+            for k in blocks[b]:
+                estimate[k] = 1.0 - (1.0 - block_worst[b]) / len(blocks[b])
+        screening = {"blocks": [{"groups": [groups[k] for k in blk], "only_quantized": st.figures(),
+                                 "refined": b in refined} for b, (blk, st) in enumerate(zip(blocks, block_stats))]}
+    only_q = dict(zip(measured, measure([_one_hot(len(groups), k) for k in measured], picked)))
+    rows = [{"group": g, "type": types.get(g, ""), "only_quantized": only_q[k].figures() if k in only_q else None,
+             "only_float": None, "metrics": None} for k, g in enumerate(groups)]
     # most harmful first: the lowest cosine of that worst output (then the lowest of any output,
     # then SQNR) with that group alone quantized. On few samples this ranks more stably than the
     # small gain of keeping one group alone in float (a difference of two noisy figures); on a
     # model with several outputs, a group that hurts another output does not lift the worst one
-    # (mp_face_detection_short; docs/analysis.md)
-    harm = {r["group"]: (float(q.cosines()[worst]), r["only_quantized"]["cosine"], r["only_quantized"]["sqnr_db"],
-                         r["group"]) for r, q in zip(rows, only_q)}
+    # (mp_face_detection_short; docs/analysis.md). A group not measured alone (coarse pass) ranks
+    # by its share of its block's harm.
+    harm = {r["group"]: (float(only_q[k].cosines()[worst]), r["only_quantized"]["cosine"],
+                         r["only_quantized"]["sqnr_db"], r["group"]) if k in only_q
+            else (estimate[k], estimate[k], math.inf, r["group"]) for k, r in enumerate(rows)}
     rows.sort(key=lambda r: harm[r["group"]])
     position = {g: k for k, g in enumerate(groups)}
     shortlist = rows[:plan.float_variants]
@@ -434,14 +545,14 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     split["variants_s"] = time.perf_counter() - t
     t = time.perf_counter()
     later = (_search_inferences(len(groups)) + len(samples)) * len(picked) * per_inference + compile_s / 2
-    full_metrics = _group_metrics(engine, compiled, shortlist, position, ones,
+    full_metrics = _group_metrics(engine, compiled, shortlist, position, ones, placeholders,
                                   None if deadline is None else deadline - later)
     if full_metrics is not None:
         split["metrics_s"] = time.perf_counter() - t
     log.info("Fully quantized: output cosine %.5f, SQNR %.2f dB against FP32; most harmful group(s): %s",
              full["cosine"], full["sqnr_db"], ", ".join(
                  f"{r['group']} ({r['type']}, alone quantized: cosine {r['only_quantized']['cosine']:.5f})"
-                 for r in rows[:3]))
+                 for r in rows[:3] if r["only_quantized"]))
 
     order = [r["group"] for r in rows]
 
@@ -462,7 +573,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     k = _shortest_prefix(lambda m: predicted(m)["cosine"] >= settings.target, len(order))
     split["search_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    check = list(samples)  # the real model is fast: verified on every loaded sample, not only the analysed ones
+    check = list(samples)  # verified on every loaded sample (plan.verify_samples), not only the analysed ones
     reference(check)
     rec = _verify(model, fp_model, order, k, samples, check, refs, settings.target, device, list(ignored_scope))
     inferences += rec.verified_models * len(check)
@@ -472,7 +583,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                         plain_time_s=plain_time_s, target=settings.target, rows=rows, fully_quantized=full,
                         recommendation=rec, compiled_models=1 + rec.verified_models, inferences=inferences,
                         time_split_s={k: round(v, 3) for k, v in split.items()},
-                        fully_quantized_metrics=full_metrics)
+                        fully_quantized_metrics=full_metrics, screening=screening)
     _log_recommendation(analysis)
     return analysis
 
@@ -488,7 +599,8 @@ def _evaluator_of(engine):
 
 
 def _group_metrics(engine, compiled: ov.CompiledModel, shortlist: list[dict], position: dict[str, int],
-                   ones: np.ndarray, deadline: float | None) -> dict[str, float] | None:
+                   ones: np.ndarray, placeholders: dict[str, np.ndarray],
+                   deadline: float | None) -> dict[str, float] | None:
     """With annotated data, the metric of the fully quantized model and, in ``row["metrics"]``,
     with each of the ``shortlist``'s groups alone in float (most harmful first, while ``deadline``
     allows; at least the first), on up to :data:`METRIC_SAMPLES` evaluation samples spread over
@@ -502,7 +614,8 @@ def _group_metrics(engine, compiled: ov.CompiledModel, shortlist: list[dict], po
     indices = _spread(list(range(len(evaluator.dataset))), METRIC_SAMPLES)
 
     def metric(gates: np.ndarray) -> dict[str, float]:
-        outputs = evaluator.infer(compiled, indices, extra_inputs={GATE_INPUT: gates})
+        outputs = evaluator.infer(compiled, indices, extra_inputs={**placeholders, GATE_INPUT: gates},
+                                  own_outputs=len(placeholders))
         return {k: round(float(v), 6) for k, v in evaluator.score(outputs, indices, per_sample=False).metrics.items()}
 
     t = time.perf_counter()
@@ -533,13 +646,18 @@ def _one_hot(n: int, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Plan:
-    """How much of the analysis fits the time budget."""
+    """How much of the analysis fits the time budget. ``blocks`` 0: every group's "only
+    quantized" variant; else the groups are first measured in ``blocks`` blocks of consecutive
+    groups and only the ``refined`` most harmful blocks group by group."""
 
     samples: int
     float_variants: int
     inferences: int
     seconds: float
     budget: float | None
+    blocks: int = 0
+    refined: int = 0
+    verify_samples: int = 0
 
 
 def _search_inferences(groups: int) -> int:
@@ -548,32 +666,60 @@ def _search_inferences(groups: int) -> int:
     return 2 * math.ceil(math.log2(groups + 1)) + 1
 
 
+def _blocks(groups: int) -> int:
+    """How many blocks of consecutive groups the coarse pass measures: about sqrt(groups)."""
+    size = math.ceil(groups / math.ceil(math.sqrt(groups)))
+    return math.ceil(groups / size)
+
+
 def _plan(groups: int, max_samples: int, per_inference_s: float, compile_s: float, budget_s: float | None) -> _Plan:
     """The most samples (at least :data:`MIN_SAMPLES`) for which every group's "only quantized"
     variant, the prefix search and the verification fit ``budget_s`` (seconds left), then as many
     "only float" variants (the most harmful groups first, at least :data:`MIN_FLOAT_VARIANTS`)
     as still fit. ``budget_s`` ``None``: ``max_samples`` and every group.
 
+    When even one sample does not fit (many groups, a slow model: ppocrv4_det, 81 groups at
+    65 ms), a coarse pass first: :func:`_blocks` blocks of consecutive groups (topological order),
+    each alone quantized, then the most harmful blocks group by group, as many as fit and at least
+    a third of them (:data:`MIN_REFINED_SHARE`), on one sample.
+
     :param per_inference_s: seconds per inference of the switchable model (measured).
     :param compile_s: seconds the switchable model took to compile (a verification compiles the
         quantized model, estimated at half of it, and needs the float reference of every loaded
         sample).
     """
-    fixed = 1 + groups + _search_inferences(groups)  # full model, only-quantized, search
+    search = _search_inferences(groups)
+    fixed = 1 + groups + search  # full model, only-quantized, search
     if budget_s is None:
         n, floats = max_samples, groups
-    else:  # a verification: a compilation and, on every loaded sample, the float reference
-        verify_s = compile_s / 2 + max_samples * per_inference_s
-        per_sample = (fixed + min(groups, MIN_FLOAT_VARIANTS)) * per_inference_s
-        n = max(MIN_SAMPLES, min(max_samples, int((budget_s - verify_s) / per_sample)))
-        left = budget_s - verify_s - n * fixed * per_inference_s
-        floats = max(min(groups, MIN_FLOAT_VARIANTS), min(groups, int(left / (n * per_inference_s))))
+        return _Plan(n, floats, n * (fixed + floats), n * (fixed + floats) * per_inference_s, None,
+                     verify_samples=max(max_samples, MAX_VERIFY_SAMPLES))
+    # the verification: a compilation and, per verified sample, the float reference on the
+    # switchable model and an inference of the real model (counted as another)
+    checked = max(max_samples, min(MAX_VERIFY_SAMPLES, int(VERIFY_SHARE * budget_s / (2 * per_inference_s))))
+    verify_s = compile_s / 2 + checked * per_inference_s
+    floats_min = min(groups, MIN_FLOAT_VARIANTS)
+    fit = (budget_s - verify_s) / ((fixed + floats_min) * per_inference_s)
+    blocks = _blocks(groups) if groups >= MIN_BLOCKED_GROUPS else 0
+    if fit < 1 and blocks:
+        size = math.ceil(groups / blocks)
+        left = budget_s - verify_s - (1 + blocks + search + floats_min) * per_inference_s
+        refined = min(blocks, max(math.ceil(blocks * MIN_REFINED_SHARE), int(left / (size * per_inference_s))))
+        measured = min(groups, refined * size)
+        if measured + blocks < groups:
+            inferences = 1 + blocks + measured + search + floats_min
+            return _Plan(1, floats_min, inferences, inferences * per_inference_s, budget_s, blocks, refined, checked)
+    n = max(MIN_SAMPLES, min(max_samples, int(fit)))
+    left = budget_s - verify_s - n * fixed * per_inference_s
+    floats = max(floats_min, min(groups, int(left / (n * per_inference_s))))
     inferences = n * (fixed + floats)
-    return _Plan(n, floats, inferences, inferences * per_inference_s, budget_s)
+    return _Plan(n, floats, inferences, inferences * per_inference_s, budget_s, verify_samples=checked)
 
 
 def _spread(indices: list[int], n: int) -> list[int]:
     """``n`` indices spread evenly over ``indices``."""
+    if n <= 0:
+        return []
     if len(indices) <= n:
         return list(indices)
     step = len(indices) / n
@@ -604,8 +750,8 @@ def _verify(model: ov.Model, fp_model: ov.Model, order: list[str], k: int, sampl
     """The real quantized model with the first ``k`` groups of ``order`` reverted, measured on the
     ``check`` samples (every loaded calibration sample: more than the analysed ones when the
     budget cut those, as the recommendation must hold beyond them); while it misses the target,
-    the next groups of ``order`` are added (a quarter more each time, at least one; at most
-    :data:`MAX_VERIFICATIONS` models)."""
+    the next groups of ``order`` are added (a quarter more each time, at least a sixteenth of all;
+    at most :data:`MAX_VERIFICATIONS` models)."""
     fp_ops = {op.get_friendly_name(): op for op in fp_model.get_ops()}
     cache: dict = {}
     verified = 0
@@ -619,12 +765,12 @@ def _verify(model: ov.Model, fp_model: ov.Model, order: list[str], k: int, sampl
         compiled = _compile_f32(candidate, device)
         verified += 1
         stats = _Stats.new(len(compiled.outputs))
-        _run(compiled, [(i, samples[i]) for i in check], lambda i, ys: stats.add(ys, refs[i]))
+        _run(compiled, [(i, samples[i]) for i in check], lambda i, ys: stats.add_outputs(ys, refs[i]))
         figures = stats.figures()
         met = figures["cosine"] >= target
         if met or k >= len(order) or verified >= MAX_VERIFICATIONS:
             break
-        k = min(len(order), k + max(1, math.ceil(k / 4)))
+        k = min(len(order), k + max(math.ceil(k / 4), math.ceil(len(order) / 16)))
     scope = list(ignored) + [g for g in keep if g not in ignored]
     return Recommendation(keep_float=list(keep), ignored_scope=scope, predicted=figures, target_met=met,
                           verified_models=verified, samples=len(check))

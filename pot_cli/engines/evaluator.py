@@ -168,7 +168,8 @@ class Evaluator:
 
     def infer(self, model: ov.Model | ov.CompiledModel, indices: Sequence[int],
               progress: Callable[[int], None] | None = None,
-              extra_inputs: dict[str, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+              extra_inputs: dict[str, np.ndarray] | None = None,
+              own_outputs: int | None = None) -> dict[int, np.ndarray]:
         """Run ``indices`` through ``model`` asynchronously.
 
         :param model: a model (compiled here) or a compiled model (its infer requests are reused
@@ -177,13 +178,15 @@ class Evaluator:
         :param progress: called with the number of finished samples.
         :param extra_inputs: inputs the model has beside the dataset's, the same for every sample
             (the sensitivity analysis' gate vector).
+        :param own_outputs: how many of the first outputs are the model's own (the sensitivity
+            analysis' comparison outputs follow them and are not read); ``None``: all.
         :return: index -> copy of the metric output of that sample.
         :raises EngineError: when inference fails.
         """
         compiled = model if isinstance(model, ov.CompiledModel) else self.compile(model)
         queue = self._queue(compiled)
         k = self._output_index(compiled)
-        names = [_output_names(o) for o in compiled.outputs] if k is None else None
+        names = [_output_names(o) for o in compiled.outputs[:own_outputs]] if k is None else None
         outputs: dict[int, np.ndarray] = {}
         errors: list[str] = []
         lock = threading.Lock()

@@ -277,7 +277,13 @@ def _times(report: dict, parts: list[str], nav: list[tuple[str, str]]) -> None:
     if not stages:
         return
     longest = max(v for _, v in stages) or 1.0
-    rows = [[_e(k.removesuffix("_s").replace("_", " ")), f"{v:.3f}",
+    reused = (report.get("evaluation") or {}).get("reused")
+
+    def label(k: str) -> str:
+        text = k.removesuffix("_s").replace("_", " ")
+        return text + " (AccuracyAware's final evaluation, reused)" if k == "evaluation_s" and reused else text
+
+    rows = [[_e(label(k)), f"{v:.3f}",
              f'<span class="bar" style="width:{max(1.0, 120 * v / longest):.0f}px"></span>'] for k, v in stages]
     if "total_s" in times:
         rows.append(["<b>total</b>", f"<b>{times['total_s']:.3f}</b>", ""])
@@ -338,9 +344,17 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
                  f"{_num(analysis.get('groups'))} layer groups, most harmful first. <i>only quantized</i>: that "
                  "group alone in INT8, every other group in float (the ranking: lowest cosine first); "
                  "<i>only float</i>: that group alone in float, every other group in INT8 (measured for the most "
-                 f"harmful groups the time allowed; - where not measured). The analysis took {_num(spent, 3)} s"
+                 f"harmful groups the time allowed; \u2014 where not measured). The analysis took {_num(spent, 3)} s"
                  + (f", the run before it {_num(analysis.get('plain_time_s'), 3)} s"
                     if analysis.get("plain_time_s") else "") + ".</p>")
+    blocks = (analysis.get("screening") or {}).get("blocks") or []
+    if blocks:
+        refined = [b for b in blocks if b.get("refined")]
+        alone = sum(len(b.get("groups") or []) for b in refined)
+        parts.append(f"<p>The time budget did not fit every group alone quantized: the {len(blocks)} blocks of "
+                     f"consecutive groups were measured first, then the groups of the {len(refined)} most harmful "
+                     f"blocks one by one ({alone} groups). The other groups show \u2014 under <i>only quantized</i> and "
+                     "rank by their share of their block's harm (<code>screening</code> in report.json).</p>")
     full = analysis.get("fully_quantized") or {}
     if full:
         parts.append(f"<p>Fully quantized (the baseline of both columns): output SQNR {_num(full.get('sqnr_db'))} dB, "

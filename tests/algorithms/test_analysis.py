@@ -75,6 +75,51 @@ def test_the_ranking_puts_the_deliberately_fragile_group_first_and_the_recommend
     assert rec["predicted"]["cosine"] >= section["target"]["cosine"] > section["fully_quantized"]["cosine"]
 
 
+def long_fragile_chain(n: int = 20, fragile: int = 13, seed: int = 0) -> ov.Model:
+    """``n`` convolutions with ReLUs between; conv ``fragile`` is fragile as ``conv2`` of
+    :func:`fragile_chain` (its input's channel 0 is 1000x wider and it barely reads it)."""
+    rng = np.random.default_rng(seed)
+    x = models.param("x", [1, 3, 8, 8], layout="NCHW")
+    y = x
+    for k in range(n):
+        w = models.conv_weights(rng, 8, 3 if k == 0 else 8)
+        w *= 1.0 / float(np.sqrt(np.square(w).sum(axis=(1, 2, 3)).mean()))  # keeps the activations' scale
+        if k == fragile - 1:
+            w[0] *= 1000.0
+        if k == fragile:
+            w[:, 0] *= 1e-4
+        y = models.conv(y, w, f"c{k}")
+        if k < n - 1:
+            y = ops.relu(y)
+            y.set_friendly_name(f"relu{k}")
+    return ov.Model([ops.result(y)], [x], "long_fragile_chain")
+
+
+def test_over_budget_the_coarse_pass_measures_blocks_and_still_finds_the_fragile_group(monkeypatch):
+    """One sample with every group alone quantized does not fit the budget: blocks of consecutive
+    groups first, then the most harmful blocks group by group (``screening``); the fragile group,
+    in the middle of the chain, still ranks first and the recommendation keeps it."""
+    monkeypatch.setattr(analysis_module, "BUDGET_MIN_S", 0.0)
+    pipeline = create_pipeline([{"name": "DefaultQuantization", "params": {"stat_subset_size": N}}],
+                               IEEngine({"device": "CPU"}, Arrays()),
+                               analyze=AnalysisSettings(budget_share=1e-6))
+    pipeline.run(long_fragile_chain())
+    section = pipeline.state.analysis
+    assert section["groups"] == 20 and section["samples"] == 1
+    blocks = section["screening"]["blocks"]
+    assert [len(b["groups"]) for b in blocks] == [4] * 5
+    refined = [b for b in blocks if b["refined"]]
+    assert len(refined) == 2  # a third of the blocks at least, nothing more fits
+    assert any("c13" in b["groups"] for b in refined)
+    rows = section["rows"]
+    assert rows[0]["group"] == "c13"
+    measured = {r["group"] for r in rows if r["only_quantized"] is not None}
+    assert measured == {g for b in refined for g in b["groups"]}
+    assert section["recommendation"]["keep_float"][0] == "c13"
+    # fewer inferences than every group alone quantized: 1 full + 5 blocks + 8 groups (+ search, floats)
+    assert section["inferences"] < 1 + 20 + 2 * 20
+
+
 def test_the_report_section_has_the_contracted_shape():
     section = run(fragile_chain(), analyze=0.999).state.analysis
     assert isinstance(section["samples"], int) and 1 <= section["samples"] <= analysis_module.MAX_SAMPLES
@@ -144,19 +189,24 @@ def test_each_job_s_outputs_reach_the_sums_under_its_own_key():
     assert seen == {k: 2.0 * (k + 1) for k in range(400)}
 
 
-@pytest.mark.parametrize("groups, per_inference, budget, samples, floats", [
-    (64, 0.001, 10.0, 8, 64),   # cheap: every sample and every group
-    (81, 0.1, 10.0, 1, 4),      # costly: one sample, only-quantized for all, only-float for the 4 most harmful
-    (40, 0.01, 3.0, 4, 16),     # in between: samples first, then the most harmful groups' only-float
+@pytest.mark.parametrize("groups, per_inference, budget, samples, floats, blocks, refined, verified", [
+    (64, 0.001, 10.0, 8, 64, 0, 0, 32),   # cheap: every sample and every group, 32 samples verify
+    (40, 0.01, 3.0, 4, 10, 0, 0, 32),     # in between: samples first, then the most harmful groups' only-float
+    (81, 0.08, 10.0, 1, 11, 0, 0, 15),    # one sample fits: every group alone quantized
+    (81, 0.1, 10.0, 1, 4, 9, 6, 12),      # one sample does not fit: 9 blocks of 9, the 6 most harmful refined
+    (81, 0.1, 4.0, 1, 4, 9, 3, 8),        # far over: still a third of the blocks refined; the loaded 8 verify
 ])
-def test_the_plan_fits_the_budget_with_at_least_one_sample(groups, per_inference, budget, samples, floats):
+def test_the_plan_fits_the_budget_with_at_least_one_sample(groups, per_inference, budget, samples, floats, blocks,
+                                                           refined, verified):
     plan = analysis_module._plan(groups, 8, per_inference, 0.2, budget)
-    assert (plan.samples, plan.float_variants) == (samples, floats)
-    assert plan.inferences >= plan.samples * (2 * groups if floats == groups else groups + floats)
-    if plan.samples > 1:
+    assert (plan.samples, plan.float_variants, plan.blocks, plan.refined) == (samples, floats, blocks, refined)
+    assert plan.verify_samples == verified
+    alone = min(groups, refined * -(-groups // blocks)) + blocks if blocks else groups
+    assert plan.inferences >= plan.samples * (alone + floats)
+    if plan.samples > 1 or refined > blocks / 3:
         assert plan.seconds + 0.1 <= budget
     unlimited = analysis_module._plan(groups, 8, per_inference, 0.2, None)
-    assert (unlimited.samples, unlimited.float_variants) == (8, groups)
+    assert (unlimited.samples, unlimited.float_variants, unlimited.blocks) == (8, groups, 0)
 
 
 def test_recommended_config_extends_the_ignored_scope_and_drops_analyze():

@@ -118,3 +118,29 @@ def test_cli_writes_report_html(tmp_path, tiny_model_dir, target):
     assert report["layers"]["int8"] + report["layers"]["float"] >= 1 and report["sizes"]["output_bytes"] > 0
     assert "What stayed in floating point" in page
     assert res.output.strip().splitlines()[-1] == str(out / "tiny.xml")
+
+
+def test_a_coarse_pass_is_explained_and_its_unmeasured_groups_show_a_dash():
+    report = _report()
+    rows = report["analysis"]["rows"]
+    names = [r["group"] for r in rows]
+    for r in rows[1:]:
+        r["only_quantized"] = None
+    report["analysis"]["screening"] = {"blocks": [
+        {"groups": names[:1], "only_quantized": {"sqnr_db": 10.0, "cosine": 0.9}, "refined": True},
+        {"groups": names[1:], "only_quantized": {"sqnr_db": 30.0, "cosine": 0.999}, "refined": False}]}
+    page = render_html(report)
+    assert "the 2 blocks of consecutive groups were measured first" in page
+    assert "the 1 most harmful blocks one by one (1 groups)" in page
+    table = page[page.index("Which layers hurt"):]
+    row = re.search(r"<tr><td[^>]*>2</td>.*?</tr>", table, re.S).group(0)
+    assert row.count(">\u2014<") == 2  # only quantized: SQNR and cosine not measured
+
+
+def test_a_reused_evaluation_is_labelled_in_the_stage_times():
+    report = _report()
+    report["time_s"]["evaluation_s"] = 0.0
+    report["evaluation"] = {"dataset": "d", "samples": 10, "metrics": {"acc": 0.9}, "time_s": 1.2, "reused": True}
+    assert "evaluation (AccuracyAware&#x27;s final evaluation, reused)" in render_html(report)
+    report["evaluation"]["reused"] = False
+    assert "final evaluation, reused" not in render_html(report)
