@@ -340,7 +340,8 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
     target = analysis.get("target") or {}
     spent = (report.get("time_s") or {}).get("analysis_s", analysis.get("time_s"))
     parts.append('<h2 id="analysis">Which layers hurt: per-layer sensitivity</h2>')
-    parts.append(f"<p>Model output against FP32 on {_num(analysis.get('samples'))} calibration samples, "
+    parts.append(f"<p>Model output against FP32 on {_num(analysis.get('samples'))} calibration "
+                 f"sample{'' if analysis.get('samples') == 1 else 's'}, "
                  f"{_num(analysis.get('groups'))} layer groups, most harmful first. <i>only quantized</i>: that "
                  "group alone in INT8, every other group in float (the ranking: lowest cosine first); "
                  "<i>only float</i>: that group alone in float, every other group in INT8 (measured for the most "
@@ -361,7 +362,9 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
                      f"cosine {_num(full.get('cosine'), 6)}"
                      + "".join(f", {_e(k)} {_num(v)}" for k, v in (analysis.get("fully_quantized_metrics") or {}).items())
                      + ". A group's <i>only float</i> figure above it: keeping that group in float helps; below it: "
-                     "it does not.</p>")
+                     "it does not"
+                     + (f" (on {_num(analysis.get('samples'))} sample(s) a single figure is noisy; the recommendation "
+                        "below is checked on more)" if (analysis.get("samples") or 0) <= 2 else "") + ".</p>")
     if rows:
         top = rows[0]
         parts.append(f'<p>Most harmful: <b>{_e(top.get("group"))}</b> ({_e(top.get("type"))}; the group is named '
