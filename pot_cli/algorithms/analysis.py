@@ -218,6 +218,7 @@ class Analysis:
     time_split_s: dict = field(default_factory=dict)
     fully_quantized_metrics: dict | None = None
     screening: dict | None = None
+    ranked_by_output: str | None = None
 
     def report(self) -> dict:
         """The ``analysis`` section (the issue-16 data contract)."""
@@ -232,6 +233,7 @@ class Analysis:
                 "fully_quantized": dict(self.fully_quantized), "target_met": rec.target_met,
                 "fully_quantized_metrics": self.fully_quantized_metrics,
                 "screening": self.screening,
+                "ranked_by_output": self.ranked_by_output,
                 "compiled_models": self.compiled_models, "inferences": self.inferences,
                 "time_split_s": dict(self.time_split_s)}
 
@@ -303,6 +305,11 @@ def add_comparison(sw: ov.Model) -> int:
     sw.add_parameters(params)
     sw.add_results(results)
     return len(own)
+
+
+def _output_name(compiled: ov.CompiledModel, k: int) -> str:
+    names = sorted(compiled.outputs[k].get_names())
+    return names[0] if names else f"output {k}"
 
 
 def _placeholders(model: ov.Model | ov.CompiledModel, outputs: int) -> dict[str, np.ndarray]:
@@ -583,7 +590,8 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                         plain_time_s=plain_time_s, target=settings.target, rows=rows, fully_quantized=full,
                         recommendation=rec, compiled_models=1 + rec.verified_models, inferences=inferences,
                         time_split_s={k: round(v, 3) for k, v in split.items()},
-                        fully_quantized_metrics=full_metrics, screening=screening)
+                        fully_quantized_metrics=full_metrics, screening=screening,
+                        ranked_by_output=_output_name(compiled, worst) if n_out > 1 else None)
     _log_recommendation(analysis)
     return analysis
 

@@ -342,8 +342,13 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
     parts.append('<h2 id="analysis">Which layers hurt: per-layer sensitivity</h2>')
     parts.append(f"<p>Model output against FP32 on {_num(analysis.get('samples'))} calibration "
                  f"sample{'' if analysis.get('samples') == 1 else 's'}, "
-                 f"{_num(analysis.get('groups'))} layer groups, most harmful first. <i>only quantized</i>: that "
-                 "group alone in INT8, every other group in float (the ranking: lowest cosine first); "
+                 f"{_num(analysis.get('groups'))} layer groups, most harmful first. Cosine: the cosine similarity "
+                 "of the output and the FP32 output (1: the same direction), and SQNR its signal-to-noise ratio "
+                 "in dB; a model with several outputs shows its worst output. <i>only quantized</i>: that "
+                 "group alone in INT8, every other group in float (the ranking: lowest cosine first"
+                 + (f", of output <code>{_e(analysis['ranked_by_output'])}</code>, the one the fully quantized model "
+                    "is furthest from FP32 on, so the table's worst-output cosine may be out of order"
+                    if analysis.get("ranked_by_output") else "") + "); "
                  "<i>only float</i>: that group alone in float, every other group in INT8 (measured for the most "
                  f"harmful groups the time allowed; \u2014 where not measured). The analysis took {_num(spent, 3)} s"
                  + (f", the run before it {_num(analysis.get('plain_time_s'), 3)} s"
@@ -376,7 +381,8 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
                             ("only this group in float", [(r.get("only_float") or {}).get("sqnr_db") for r in shown],
                              "#e07b24")],
                            "output SQNR against FP32 (dB, higher is better)",
-                           "Per-layer sensitivity" + (f" (first {MAX_BARS} of {len(rows)})" if len(rows) > MAX_BARS else "")))
+                           "Per-layer sensitivity: output SQNR, in the table's order (ranked by cosine)"
+                           + (f" (first {MAX_BARS} of {len(rows)})" if len(rows) > MAX_BARS else "")))
         metric_names = sorted({k for r in rows for k in (r.get("metrics") or {})})
         headers = ["#", "group", "type", "only quantized SQNR dB", "cosine", "only float SQNR dB", "cosine"] + metric_names
         table = []
@@ -397,7 +403,10 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
         if keep:
             parts.append(f"<p>Keep {len(keep)} group(s) in floating point to reach the target (output cosine "
                          f"{_num(target.get('cosine'), 6)}): measured with them reverted, {measured}"
-                         + ("" if analysis.get("target_met", True) else " <b>(target not reached)</b>") + ".</p>")
+                         + ("" if analysis.get("target_met", True) else " <b>(target not reached)</b>")
+                         + ". They are the first groups of the ranking, checked together on the real model: a group "
+                         "among them may have an <i>only float</i> figure below the baseline, as the errors of "
+                         "several groups can partly cancel.</p>")
         else:
             parts.append(f"<p>The fully quantized model already reaches the target (output cosine "
                          f"{_num(target.get('cosine'), 6)}): {measured}. Nothing to keep in floating point; "
@@ -410,7 +419,7 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
         if rec.get("config"):
             parts.append(f"<p>Ready-to-run config: <code>{_e(rec['config'])}</code> "
                          f"(<code>pot -c {_e(rec['config'])}</code>).</p>")
-    nav.append(("analysis", "Sensitivity"))
+    nav.append(("analysis", "Which layers hurt"))
 
 
 def _quant_noise(report: dict, parts: list[str], nav: list[tuple[str, str]], plots: _Plots) -> None:
@@ -539,7 +548,11 @@ def _quantizers(report: dict, parts: list[str], nav: list[tuple[str, str]]) -> N
                         _num(r.get("input_high")), _num(r.get("channels")), _num(obs[0]), _num(obs[1]),
                         _e(", ".join(r.get("consumers") or []))])
     off = 1 if has_model else 0
-    parts.append('<p class="note">Per-channel quantizers (channels &gt; 1): input_low is the smallest and input_high the largest bound over the channels.</p>')
+    parts.append('<p class="note">Per-channel quantizers (channels &gt; 1): input_low is the smallest and input_high the '
+                 'largest bound over the channels. levels: 256 for activations and 255 for weights (the symmetric '
+                 'grid [-127, 127]); 128 or 127 where the saturation fix keeps one bit less (by default on the first '
+                 'layer: CPUs without VNNI add pairs of INT8 products in 16 bits, which the full grid can '
+                 'overflow).</p>')
     parts.append(f"<details {'open' if len(rows) <= 150 else ''}><summary>{len(rows)} quantizers</summary>"
                  + _table(headers, table, numeric={off + i for i in (2, 3, 4, 5, 6, 7)}, name_cols={off, off + 8})
                  + "</details>")

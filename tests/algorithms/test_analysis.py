@@ -126,6 +126,7 @@ def test_the_report_section_has_the_contracted_shape():
     assert section["groups"] == len(section["rows"]) == 4
     assert isinstance(section["time_s"], float) and isinstance(section["plain_time_s"], float)
     assert section["target"] == {"cosine": 0.999}
+    assert section["ranked_by_output"] is None  # one output: no choice to name
     for row in section["rows"]:
         assert set(row) == {"group", "type", "only_quantized", "only_float", "metrics"}
         assert row["type"] == "Convolution" and row["metrics"] is None

@@ -144,3 +144,14 @@ def test_a_reused_evaluation_is_labelled_in_the_stage_times():
     assert "evaluation (AccuracyAware&#x27;s final evaluation, reused)" in render_html(report)
     report["evaluation"]["reused"] = False
     assert "final evaluation, reused" not in render_html(report)
+
+
+def test_the_sensitivity_section_names_the_output_it_ranks_by_and_defines_its_terms():
+    report = _report()
+    report["analysis"]["ranked_by_output"] = "classificators"
+    page = render_html(report)
+    assert "of output <code>classificators</code>, the one the fully quantized model is furthest" in page
+    assert "Cosine: the cosine similarity of the output and the FP32 output" in page
+    assert "checked together on the real model" in page
+    assert "the saturation fix keeps one bit less" in page
+    assert page.count('href="#analysis">Which layers hurt<') == 1
