@@ -507,9 +507,10 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     else:
         alone = f"{len(groups)} 'only this group quantized'"
     log.info("Sensitivity analysis: %d layer group(s) x %d calibration sample(s): %s and %d 'only this group in "
-             "float' variant(s), %d inferences on one switchable model (about %.1f s%s)",
+             "float' variant(s), %d inferences on one switchable model (about %.1f s of inference%s)",
              len(groups), plan.samples, alone, plan.float_variants, plan.inferences, plan.seconds,
-             f"; budget {plan.budget:.1f} s" if plan.budget is not None else "")
+             f"; {plan.budget:.1f} s left of the time budget, the verification on {plan.verify_samples} samples "
+             "included" if plan.budget is not None else "")
     t = time.perf_counter()
     reference(picked)
     full_stats = measure([ones], picked)[0]
