@@ -66,7 +66,8 @@ details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}
 nav{font-size:.88rem;margin:.3rem 0 .8rem;display:flex;flex-wrap:wrap;gap:.2em .9em}nav a{white-space:nowrap}
 .narrow{display:none}
 @media (max-width:600px){.narrow{display:block}body{font-size:14px}main{padding:8px 8px 30px}table{font-size:.8rem}
-th,td{padding:3px 5px}table.kv th{width:8.5em}td.name{min-width:7em}.plot svg{min-width:0}}
+th,td{padding:3px 5px}table.kv th{width:8.5em}td.name{min-width:7em}.plot svg{min-width:0}
+th.wide,td.wide{display:none}th.num{white-space:normal}}
 """
 
 
@@ -101,14 +102,19 @@ def _size(n: int | None) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), name_cols: set[int] = frozenset(),
-           cls: str = "") -> str:
-    """A scrollable table; cells are already-escaped HTML."""
-    head = "".join(f'<th class="{"num" if i in numeric else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+           cls: str = "", wide_only: set[int] = frozenset()) -> str:
+    """A scrollable table; cells are already-escaped HTML. Columns in ``wide_only`` are hidden
+    on a narrow screen (a phone)."""
+    def classes(i: int, head: bool = False) -> str:
+        c = ["num"] if i in numeric else ["name"] if i in name_cols and not head else []
+        return " ".join(c + (["wide"] if i in wide_only else []))
+
+    head = "".join(f'<th class="{classes(i, True)}">{_e(h)}</th>' for i, h in enumerate(headers))
     body = []
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
-            c = "num" if i in numeric else "name" if i in name_cols else ""
+            c = classes(i)
             cells.append(f'<td class="{c}">{cell}</td>' if c else f"<td>{cell}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
@@ -381,17 +387,21 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
                             ("only this group in float", [(r.get("only_float") or {}).get("sqnr_db") for r in shown],
                              "#e07b24")],
                            "output SQNR against FP32 (dB, higher is better)",
-                           "Per-layer sensitivity: output SQNR, in the table's order (ranked by cosine)"
+                           "Output SQNR per group, in the table's order"
                            + (f" (first {MAX_BARS} of {len(rows)})" if len(rows) > MAX_BARS else "")))
         metric_names = sorted({k for r in rows for k in (r.get("metrics") or {})})
-        headers = ["#", "group", "type", "only quantized SQNR dB", "cosine", "only float SQNR dB", "cosine"] + metric_names
+        headers = ["#", "group", "type", "only quantized: SQNR dB", "only quantized: cosine", "only float: SQNR dB",
+                   "only float: cosine"] + metric_names
         table = []
         for i, r in enumerate(rows, 1):
             q, f = r.get("only_quantized") or {}, r.get("only_float") or {}
             table.append([str(i), _e(r.get("group")), _e(r.get("type")), _num(q.get("sqnr_db")), _num(q.get("cosine"), 6),
                           _num(f.get("sqnr_db")), _num(f.get("cosine"), 6)]
                          + [_num((r.get("metrics") or {}).get(m)) for m in metric_names])
-        parts.append(_table(headers, table, numeric={0, 3, 4, 5, 6} | set(range(7, 7 + len(metric_names))), name_cols={1}))
+        parts.append('<p class="note narrow">On this narrow screen the type and SQNR columns are hidden (the chart '
+                     'shows SQNR).</p>')
+        parts.append(_table(headers, table, numeric={0, 3, 4, 5, 6} | set(range(7, 7 + len(metric_names))), name_cols={1},
+                            wide_only={2, 3, 5}))
     rec = analysis.get("recommendation")
     if rec:
         parts.append("<h3>Recommendation</h3>")

@@ -143,7 +143,7 @@ def test_report_page_in_chromium(browser, pages, name, tmp_path):
         assert "Multiply_3149" in browser.find_element("id", "float").find_element("xpath", "..").text
     else:
         assert {"analysis", "quant-noise"} <= set(dom["ids"])
-        assert any(s.startswith("Per-layer sensitivity") for s in dom["svgs"])
+        assert any(s.startswith("Output SQNR per group") for s in dom["svgs"])
         assert any(s.startswith("Noisiest layers") for s in dom["svgs"])
         assert json.loads(dom["snippet"])["ignored"]["scope"] == report["analysis"]["recommendation"]["ignored_scope"]
         assert report["analysis"]["rows"][0]["group"] in browser.find_element("id", "analysis").find_element(
