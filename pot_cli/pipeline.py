@@ -74,12 +74,13 @@ class RunState:
     started: float = field(default_factory=time.perf_counter)
     _pending: list[StatisticRequest] | None = None
 
-    def collect(self, model: ov.Model, requests: list[StatisticRequest], indices: list[int]) -> Statistics:
+    def collect(self, model: ov.Model, requests: list[StatisticRequest], indices: list[int],
+                what: str = "statistics") -> Statistics:
         """One statistics pass through the engine; the first pass also observes every If
-        condition, to warn about branches no sample takes."""
+        condition, to warn about branches no sample takes. ``what`` names the pass in the log."""
         if self._pending is None:
             self._pending = branch_requests(model)
-        stats = self.engine.collect_statistics(model, list(requests) + self._pending, indices)
+        stats = self.engine.collect_statistics(model, list(requests) + self._pending, indices, what)
         if self._pending:
             self.unreached.extend(find_unreached_branches(model, stats))
             for branch in self.unreached:

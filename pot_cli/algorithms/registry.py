@@ -152,7 +152,8 @@ def align(model: ov.Model, settings: MinMaxSettings, extra_scope, indices: list[
     requests = aligner.statistic_requests(model)
     state.alignment = state.alignment or []
     if requests:
-        state.alignment.extend(aligner.apply(model, state.collect(model, requests, indices)))
+        state.alignment.extend(aligner.apply(model, state.collect(model, requests, indices,
+                                                                 "statistics for channel alignment")))
     state.timed("channel_alignment_s", t)
     log.info("ActivationChannelAlignment: %d of %d layer pair(s) aligned", len(state.alignment), len(aligner.pairs))
 
@@ -203,7 +204,7 @@ class _Quantization(Algorithm):
             smoother = SmoothQuant(settings, SMOOTH_QUANT_ALPHA if alpha is None else alpha)
             requests = smoother.statistic_requests(model, ahead)
             if requests:
-                stats = state.collect(model, requests, indices[:SMOOTH_QUANT_SAMPLES])
+                stats = state.collect(model, requests, indices[:SMOOTH_QUANT_SAMPLES], "statistics for SmoothQuant")
                 # unless the config sets it, a few samples of each tensor choose its strength by simulation
                 search = alpha is None and self.engine.has_sample_feeds
                 captured = capture_outputs(model, [g.source for g in smoother.groups],
