@@ -199,6 +199,10 @@ def create_model_and_pipeline(config: PotConfig, options: RunOptions) -> tuple[C
         pipeline.analyze = AnalysisSettings.from_value(config.compression.analyze)
     elif config.compression.analyze:
         log.warning("%s: compression.analyze: not supported on a cascade; skipped", config.source)
+    if config.compression.output_check is not None and not model.is_cascade:
+        pipeline.check_output = dict(config.compression.output_check)
+    elif config.compression.output_check is not None:
+        log.warning("%s: compression.output_check: not supported on a cascade; skipped", config.source)
     pipeline.times.update(load_model_s=load_s, data_source_s=time.perf_counter() - t)
     return model, pipeline
 

@@ -48,8 +48,12 @@ class RunState:
     :param quant_noise: QuantNoiseEstimator's report section, if it ran.
     :param analyze: the sensitivity analysis asked for (:class:`~pot_cli.algorithms.analysis.AnalysisSettings`),
         or ``None``.
-    :param float_model: with ``analyze``: the float model the last quantization started from.
+    :param float_model: with ``analyze`` or ``check_output``: the float model the last
+        quantization started from.
     :param analysis: the ``analysis`` report section, when it ran.
+    :param check_output: the output check asked for (``compression.output_check``: ``{"samples",
+        "expected"}``, both optional), or ``None``.
+    :param output_check: the ``output_check`` report section, when it ran.
     """
 
     engine: Any
@@ -71,6 +75,8 @@ class RunState:
     analyze: Any = None
     float_model: ov.Model | None = None
     analysis: dict | None = None
+    check_output: dict | None = None
+    output_check: dict | None = None
     started: float = field(default_factory=time.perf_counter)
     _pending: list[StatisticRequest] | None = None
 
@@ -88,6 +94,12 @@ class RunState:
         self._pending = []
         self.samples_used = stats.n_samples
         return stats
+
+    @property
+    def keeps_float_model(self) -> bool:
+        """The quantization keeps the float model it started from (``float_model``) for the
+        analysis or the output check."""
+        return self.analyze is not None or self.check_output is not None
 
     def timed(self, key: str, since: float) -> None:
         """Add the seconds since ``since`` to stage ``key``."""
@@ -118,6 +130,10 @@ class Pipeline:
         #: after the algorithms, the per-layer sensitivity analysis and its recommendation
         #: (:class:`~pot_cli.algorithms.analysis.AnalysisSettings`, or ``None``; see :func:`create_pipeline`)
         self.analyze = None
+        #: after the algorithms, the output model against FP32 on calibration samples
+        #: (``compression.output_check``: ``{"samples", "expected"}``, or ``None``); the analysis
+        #: measures it itself
+        self.check_output = None
 
     @property
     def algo_seq(self) -> list:
@@ -155,6 +171,7 @@ class Pipeline:
         state.started -= sum(self.times.values())
         state.output_dir = self.output_dir
         state.analyze = self.analyze
+        state.check_output = self.check_output
         self.state = state
         self.engine.set_model(model)
         if not self.checked:
@@ -163,27 +180,49 @@ class Pipeline:
             model = algo.run(model, state) or model
         if state.analyze is not None:
             self._analyze(model, state)
+        elif state.check_output is not None:
+            self._check_output(model, state)
         return model
 
-    def _analyze(self, model, state: RunState) -> None:
-        """The sensitivity analysis of the output model (:func:`pot_cli.algorithms.analysis.analyze`)
-        into ``state.analysis``; skipped with a warning when there is nothing to analyse."""
-        from pot_cli.algorithms.analysis import analyze
-
+    def _measurable(self, state: RunState, what: str):
+        """The last quantization algorithm, or ``None`` (with a warning naming ``what``) when
+        the output model cannot be compared with a float model."""
         quant = [a for a in self._algo_seq if a.name in ("DefaultQuantization", "MinMaxQuantization",
                                                          "AccuracyAwareQuantization")]
         why = ("the engine gives no model inputs to the pipeline" if not self.engine.has_sample_feeds else
                "no quantization algorithm ran" if state.float_model is None or not quant else
                "the output model is unquantized" if state.unquantized or not state.result.quantizers else None)
         if why:
-            log.warning("analyze: skipped, %s", why)
+            log.warning("%s: skipped, %s", what, why)
+            return None
+        return quant[-1]
+
+    def _analyze(self, model, state: RunState) -> None:
+        """The sensitivity analysis of the output model (:func:`pot_cli.algorithms.analysis.analyze`)
+        into ``state.analysis``; skipped with a warning when there is nothing to analyse."""
+        from pot_cli.algorithms.analysis import analyze
+
+        algo = self._measurable(state, "analyze")
+        if algo is None:
             return
         t = time.perf_counter()
-        algo = quant[-1]
         result = analyze(model.model, state.float_model, state.result, self.engine, algo.indices(), state.analyze,
                          ignored_scope=list(algo.params.ignored.scope), plain_time_s=t - state.started)
         state.analysis = result.report()
         state.timed("analysis_s", t)
+
+    def _check_output(self, model, state: RunState) -> None:
+        """The output model against the float model (:func:`pot_cli.algorithms.analysis.check_output`)
+        into ``state.output_check``; skipped with a warning when there is nothing to compare."""
+        from pot_cli.algorithms.analysis import check_output
+
+        algo = self._measurable(state, "output_check")
+        if algo is None:
+            return
+        t = time.perf_counter()
+        state.output_check = check_output(model.model, state.float_model, self.engine, algo.indices(),
+                                          **state.check_output)
+        state.timed("output_check_s", t)
 
     def _run_cascade(self, model):
         """Run the algorithms on each sub-model of a cascade (their own ignored scopes,
@@ -411,7 +450,7 @@ def _compressed(model):
 
 def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", *,
                     keep_uncompressed_weights: bool = False, source: str = "create_pipeline",
-                    analyze: Any = None) -> Pipeline:
+                    analyze: Any = None, check_output: Any = None) -> Pipeline:
     """A :class:`Pipeline` of the algorithms ``algo_config`` on ``engine`` (the original's ``create_pipeline``).
 
     :param algo_config: ``[{'name': 'DefaultQuantization', 'params': {...}}, ...]`` (POT names
@@ -424,6 +463,10 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
     :param analyze: ``True`` or a target output cosine in (0, 1]: after the algorithms, the per-layer
         sensitivity analysis and its recommendation (:mod:`pot_cli.algorithms.analysis`), in
         ``pipeline.state.analysis``; ``None``/``False``: none.
+    :param check_output: ``True`` or ``{"samples": n, "expected": {"cosine", "sqnr_db"}}``: after
+        the algorithms, the output model against FP32 on calibration samples
+        (:func:`pot_cli.algorithms.analysis.check_output`), in ``pipeline.state.output_check``
+        (the analysis measures it itself); ``None``/``False``: none.
     :return: the pipeline.
     :raises ConfigError: unknown names, misspelt or invalid params (the CLI's schema and messages).
     :raises NotSupportedError: an algorithm not built yet, or a bias correction not right after
@@ -445,6 +488,15 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
         from pot_cli.errors import ConfigError
 
         raise ConfigError(f"{source}: {e}") from None
+    if check_output:
+        value = {} if check_output is True else dict(check_output) if isinstance(check_output, dict) else None
+        if (value is None or set(value) - {"samples", "expected"}
+                or not isinstance(value.get("samples", 1), int) or value.get("samples", 1) < 1):
+            from pot_cli.errors import ConfigError
+
+            raise ConfigError(f"{source}: check_output {check_output!r}: expected True or "
+                              "{'samples': an integer >= 1, 'expected': {'cosine': ..., 'sqnr_db': ...}}")
+        pipeline.check_output = value
     if configs:
         engine.calibration_size()  # an empty data loader fails here, as in the original
     for algo in create_algorithms(configs, engine, source):

@@ -498,7 +498,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                  None if plain_time_s is None else max(BUDGET_MIN_S, settings.budget_share * plain_time_s)
                  - (time.perf_counter() - t0))
     picked = picked[:plan.samples]
-    more = _spread([i for i in indices if i not in samples], plan.verify_samples - len(samples))
+    more = [i for i in verification_indices(indices, len(samples), plan.verify_samples) if i not in samples]
     samples.update({i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(more)})
     deadline = None if plan.budget is None else time.perf_counter() + plan.budget
     if plan.blocks:
@@ -595,6 +595,51 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                         ranked_by_output=_output_name(compiled, worst) if n_out > 1 else None)
     _log_recommendation(analysis)
     return analysis
+
+
+def verification_indices(indices: list[int], first: int, total: int) -> list[int]:
+    """The calibration samples the analysis verifies its recommendation on: ``first`` spread over
+    ``indices`` (the analysed ones come first among them), then ``total - first`` more spread
+    over the others. :func:`check_output` takes the same, so a ``pot -c <recommended>`` run
+    measures its output on the samples the prediction was made on."""
+    picked = _spread(indices, first)
+    chosen = set(picked)
+    return picked + _spread([i for i in indices if i not in chosen], total - len(picked))
+
+
+def check_output(model: ov.Model, fp_model: ov.Model, engine, indices: list[int], samples: int = MAX_VERIFY_SAMPLES,
+                 expected: dict | None = None) -> dict:
+    """The output model against FP32 (``compression.output_check``; the config ``--analyze``
+    recommends asks for it): both compiled in f32, run on ``samples`` calibration samples chosen
+    as the analysis' verification chose them (:func:`verification_indices`), compared per output
+    as the analysis does (cosine: the mean over samples; SQNR in dB; the worst output's).
+
+    :param model: the quantized model; ``fp_model``: the float model it was quantized from.
+    :param engine: an engine with model-ready samples (``iter_samples``).
+    :param indices: the calibration subset.
+    :param samples: how many calibration samples (at most ``len(indices)``).
+    :param expected: what the analysis predicted (``{"cosine", "sqnr_db"}``), reported beside.
+    :return: the ``output_check`` report section: ``samples``, ``cosine``, ``sqnr_db``,
+        ``expected``, ``time_s``.
+    :raises ModelError: the device cannot compile either model.
+    """
+    t0 = time.perf_counter()
+    device = getattr(engine, "device", "CPU") or "CPU"
+    which = verification_indices(list(indices), min(MAX_SAMPLES, samples), samples)
+    data = {i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(which)}
+    refs: dict = {}
+    _run(_compile_f32(fp_model, device), [(i, data[i]) for i in which], refs.__setitem__)
+    compiled = _compile_f32(model, device)
+    stats = _Stats.new(len(compiled.outputs))
+    _run(compiled, [(i, data[i]) for i in which], lambda i, ys: stats.add_outputs(ys, refs[i]))
+    figures = stats.figures()
+    section = {"samples": len(which), **figures, "expected": dict(expected) if expected else None,
+               "time_s": round(time.perf_counter() - t0, 3)}
+    log.info("Output against FP32 on %d calibration sample(s): cosine %.5f, SQNR %.2f dB%s", len(which),
+             figures["cosine"], figures["sqnr_db"],
+             f" (the analysis predicted cosine {expected['cosine']:.5f}, SQNR {expected['sqnr_db']:.2f} dB)"
+             if expected and "cosine" in expected and "sqnr_db" in expected else "")
+    return section
 
 
 def _evaluator_of(engine):
@@ -803,7 +848,9 @@ def _log_recommendation(analysis: Analysis) -> None:
 def recommended_config(raw: dict, analysis: dict) -> dict:
     """The run's config with the recommendation: every quantization algorithm's
     ``params.ignored.scope`` set to the recommended scope (the run's own plus the groups to keep
-    in float); ``compression.analyze`` is dropped.
+    in float); ``compression.analyze`` is dropped and ``compression.output_check`` asks the run to
+    measure its output against FP32 on the samples the prediction was verified on, the
+    prediction beside (:func:`check_output`).
 
     :param raw: the run's config as used (``PotConfig.raw``, paths absolute).
     :param analysis: the ``analysis`` section (:meth:`Analysis.report`).
@@ -812,6 +859,9 @@ def recommended_config(raw: dict, analysis: dict) -> dict:
     cfg = copy.deepcopy(raw)
     comp = cfg.setdefault("compression", {})
     comp.pop("analyze", None)
+    rec = analysis["recommendation"]
+    comp["output_check"] = {"samples": rec.get("verified_samples") or analysis.get("samples") or MAX_VERIFY_SAMPLES,
+                            "expected": dict(rec["predicted"])}
     scope = list(analysis["recommendation"]["ignored_scope"])
     for algo in comp.get("algorithms", []):
         if algo.get("name") in ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization"):
@@ -820,5 +870,5 @@ def recommended_config(raw: dict, analysis: dict) -> dict:
     return cfg
 
 
-__all__ = ["AnalysisSettings", "Analysis", "Recommendation", "analyze", "recommended_config", "switchable_model",
-           "DEFAULT_TARGET_COSINE"]
+__all__ = ["AnalysisSettings", "Analysis", "Recommendation", "analyze", "check_output", "recommended_config",
+           "switchable_model", "verification_indices", "DEFAULT_TARGET_COSINE"]

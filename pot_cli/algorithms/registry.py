@@ -174,7 +174,7 @@ class _Quantization(Algorithm):
         algorithm, stats = self._calibrate(model.model, settings, indices, state)
         t = time.perf_counter()
         fp_model = model.model.clone() if self._speed_check_enabled() else None
-        if getattr(state, "analyze", None) is not None:  # the sensitivity analysis reverts groups from it
+        if getattr(state, "keeps_float_model", False):  # the sensitivity analysis reverts groups from it
             # its own copy: the speed check compiles and edits fp_model
             state.float_model = model.model.clone()
         state.bodies = self._if_bodies(model.model, settings, indices, state)
@@ -463,7 +463,7 @@ class AccuracyAwareQuantization(_Quantization):
         stats = collect(model.model, requests)
         state.timed("statistics_s", t)
         t = time.perf_counter()
-        if getattr(state, "analyze", None) is not None:
+        if getattr(state, "keeps_float_model", False):
             state.float_model = model.model  # apply leaves it as it is
         state.accuracy_aware = search.apply(model.model, stats)
         model.model, state.result = state.accuracy_aware.model, state.accuracy_aware.quantization

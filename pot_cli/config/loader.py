@@ -638,6 +638,13 @@ def _range_estimator(r: Mapping | None) -> RangeEstimator | None:
 _COMPRESSION_KEYS = ("target_device", "model_type", "dump_intermediate_model", "inplace_statistics")
 
 
+def _output_check(value: Any) -> dict | None:
+    """``compression.output_check`` (schema-checked): ``true`` -> ``{}``, ``false``/absent -> ``None``."""
+    if value is None or value is False:
+        return None
+    return {} if value is True else dict(value)
+
+
 def _compression_fields(c: Mapping) -> dict[str, Any]:
     """``target_device``, ``model_type``, ``dump_intermediate_model`` and ``inplace_statistics``:
     from ``compression``, else from the first algorithm's ``params`` that sets them (POT's docs
@@ -712,6 +719,7 @@ def validate_config(raw: Any, source: str, base_dir: Path | None = None) -> PotC
                          for i, a in enumerate(comp["algorithms"])),
         **_compression_fields(comp),
         analyze=comp.get("analyze") or None,  # our extension: true or a target output cosine
+        output_check=_output_check(comp.get("output_check")),  # our extension
     )
     if model.cascade:
         for i, a in enumerate(compression.algorithms):

@@ -369,6 +369,9 @@ class CompressionConfig:
     :param analyze: our extension: after quantization, the per-layer sensitivity analysis and the
         recommendation (:mod:`pot_cli.algorithms.analysis`): ``True`` (target output cosine 0.99)
         or the target output cosine; ``None``: none.
+    :param output_check: our extension: after quantization, the output model against FP32
+        (:func:`pot_cli.algorithms.analysis.check_output`): ``{"samples": n, "expected": {...}}``
+        (keys optional; ``true`` in the file is ``{}``); ``None``: none.
     """
 
     target_device: TargetDevice = "ANY"
@@ -377,6 +380,7 @@ class CompressionConfig:
     inplace_statistics: bool = True
     algorithms: tuple[AlgorithmConfig, ...] = ()
     analyze: bool | float | None = None
+    output_check: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -331,6 +331,23 @@ def _quant_algorithms(report: dict) -> list[tuple[int, str]]:
             if a.get("name") in ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization")]
 
 
+def _output_check(report: dict, parts: list[str], nav: list[tuple[str, str]]) -> None:
+    check = report.get("output_check")
+    if not check:
+        return
+    parts.append('<h2 id="output-check">Output against FP32</h2>')
+    expected = check.get("expected") or {}
+    rows = [["this model", _num(check.get("cosine"), 6), _num(check.get("sqnr_db"))]]
+    if expected:
+        rows.append(["predicted by the analysis that recommended this config", _num(expected.get("cosine"), 6),
+                     _num(expected.get("sqnr_db"))])
+    parts.append(f"<p>The output model against the float model on {_num(check.get('samples'))} calibration "
+                 "sample(s), the worst output: cosine similarity (1: the same direction) and SQNR in dB"
+                 + (" (the same samples as the prediction)" if expected else "") + ".</p>")
+    parts.append(_table(["", "cosine", "SQNR dB"], rows, numeric={1, 2}))
+    nav.append(("output-check", "Output vs FP32"))
+
+
 def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots: _Plots) -> None:
     analysis = report.get("analysis")
     if not analysis:
@@ -587,6 +604,7 @@ def render_html(report: dict) -> str:
     _summary(report, head, nav)
     _times(report, parts, nav)
     _float_layers(report, parts, nav)
+    _output_check(report, parts, nav)
     _analysis(report, parts, nav, plots)
     _quant_noise(report, parts, nav, plots)
     _accuracy_aware(report, parts, nav, plots)

@@ -94,6 +94,8 @@ def build_run_report(config, options, state, xml: Path, version: str, skipped: l
         summary["kept_in_float_for_speed"] = len(state.speed_check.get("reverted", ()))
     if getattr(state, "quant_noise", None) is not None:  # QuantNoiseEstimator ran
         report["quant_noise"] = state.quant_noise
+    if getattr(state, "output_check", None) is not None:  # compression.output_check
+        report["output_check"] = state.output_check
     if getattr(state, "analysis", None) is not None:  # --analyze: per-layer sensitivity and recommendation
         report["analysis"] = state.analysis
         summary["recommended_keep_float"] = len(state.analysis["recommendation"]["keep_float"])

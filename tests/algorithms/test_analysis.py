@@ -213,10 +213,12 @@ def test_the_plan_fits_the_budget_with_at_least_one_sample(groups, per_inference
 def test_recommended_config_extends_the_ignored_scope_and_drops_analyze():
     raw = {"model": {"model_name": "m"}, "compression": {"analyze": 0.99, "algorithms": [
         {"name": "DefaultQuantization", "params": {"ignored": {"scope": ["a"]}}}]}}
-    section = {"recommendation": {"ignored_scope": ["a", "b"]}}
+    predicted = {"sqnr_db": 30.0, "cosine": 0.995}
+    section = {"recommendation": {"ignored_scope": ["a", "b"], "predicted": predicted, "verified_samples": 20}}
     out = recommended_config(raw, section)
     assert out["compression"] == {"algorithms": [{"name": "DefaultQuantization",
-                                                  "params": {"ignored": {"scope": ["a", "b"]}}}]}
+                                                  "params": {"ignored": {"scope": ["a", "b"]}}}],
+                                  "output_check": {"samples": 20, "expected": predicted}}
     assert raw["compression"]["analyze"] == 0.99  # not modified
 
 
@@ -226,6 +228,27 @@ def test_a_target_outside_zero_one_is_a_config_error():
     with pytest.raises(ConfigError, match="expected an output cosine in"):
         create_pipeline([{"name": "DefaultQuantization"}], IEEngine({"device": "CPU"}, Arrays()), analyze=1.5)
     assert AnalysisSettings.from_value(None) is None and AnalysisSettings.from_value(True).target == 0.99
+
+
+def test_a_bad_output_check_is_a_config_error(tmp_path):
+    from click.testing import CliRunner
+
+    from pot_cli.cli import main
+    from pot_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="check_output .*expected True or"):
+        create_pipeline([{"name": "DefaultQuantization"}], IEEngine({"device": "CPU"}, Arrays()),
+                        check_output={"samples": 0})
+    fp_xml, _ = models.save_ir(fragile_chain(), tmp_path / "fp", "fragile")
+    models.write_images(tmp_path / "images", 4)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": {"model_name": "m", "model": str(fp_xml)},
+                                  "engine": {"type": "simplified", "data_source": str(tmp_path / "images")},
+                                  "compression": {"output_check": {"sample": 8},
+                                                  "algorithms": [{"name": "DefaultQuantization"}]}}))
+    r = CliRunner().invoke(main, ["-c", str(config), "--output-dir", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "output_check" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.xml"))
 
 
 def _cosine_to_fp32(xml, fp_xml, images) -> float:
@@ -273,7 +296,29 @@ def test_pot_analyze_writes_a_recommended_config_that_reproduces_the_predicted_q
     reproduced = _cosine_to_fp32(again / "optimized" / "fragile.xml", fp_xml, images)
     assert reproduced >= section["target"]["cosine"] - 0.002
     assert abs(reproduced - rec["predicted"]["cosine"]) < 0.005
-    assert "analysis" not in json.loads((again / "optimized" / "report.json").read_text())
+    again_report = json.loads((again / "optimized" / "report.json").read_text())
+    assert "analysis" not in again_report
+    # the re-run measures itself on the samples the prediction was verified on, the prediction beside
+    assert raw["compression"]["output_check"] == {"samples": rec["verified_samples"], "expected": rec["predicted"]}
+    check = again_report["output_check"]
+    assert check["samples"] == rec["verified_samples"] and check["expected"] == rec["predicted"]
+    assert abs(check["cosine"] - rec["predicted"]["cosine"]) < 0.002
+    assert check["cosine"] >= section["target"]["cosine"] - 0.002
+    page = (again / "optimized" / "report.html").read_text()
+    assert 'id="output-check"' in page and "predicted by the analysis that recommended this config" in page
+
+
+def test_output_check_in_the_api_compares_the_output_model_with_fp32():
+    """``create_pipeline(check_output=True)``: the fully quantized fragile chain is measured against
+    FP32 on the calibration samples, as the analysis measures its fully quantized model."""
+    pipeline = create_pipeline([{"name": "DefaultQuantization", "params": {"stat_subset_size": N}}],
+                               IEEngine({"device": "CPU"}, Arrays()), check_output={"samples": 12})
+    pipeline.run(fragile_chain())
+    check = pipeline.state.output_check
+    assert check["samples"] == 12 and check["expected"] is None
+    analysed = run(fragile_chain()).state.analysis["fully_quantized"]
+    assert check["cosine"] < 0.999  # conv2 is fragile: far from FP32
+    assert check["cosine"] == pytest.approx(analysed["cosine"], abs=0.02)
 
 
 def test_compression_analyze_in_a_config_file_runs_the_analysis(tmp_path):
