@@ -174,8 +174,8 @@ class _Quantization(Algorithm):
         algorithm, stats = self._calibrate(model.model, settings, indices, state)
         t = time.perf_counter()
         fp_model = model.model.clone() if self._speed_check_enabled() else None
-        if getattr(state, "keeps_float_model", False):  # the sensitivity analysis reverts groups from it
-            # its own copy: the speed check compiles and edits fp_model
+        if getattr(state, "keeps_float_model", False):  # the analysis reverts groups from it, the output
+            # check compares with it; its own copy: the speed check compiles and edits fp_model
             state.float_model = model.model.clone()
         state.bodies = self._if_bodies(model.model, settings, indices, state)
         state.result = algorithm.apply(model.model, stats)
