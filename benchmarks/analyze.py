@@ -279,6 +279,8 @@ def render(results: list[dict], flags: str, whole_photos: list[dict] | None = No
             lines.append(f"| {r['model']} | {h['quantized']:.5f} | {top_gain:+.5f} ({mean_gain:+.5f}) "
                          f"{'yes' if ok else 'NO'} | {len(r['keep_float'])} | {h['pot_c_recommended']:.5f} "
                          f"{'yes' if h['pot_c_recommended'] >= r['target'] else 'NO'} | {r['ratio']:.2f}x |")
+    ratios = [r["ratio"] for r in results + list(whole_photos or [])]
+    low, high = min(ratios), max(ratios)
     lines += ["", "Limits, in general terms: (1) the ranking and the recommendation are measured on calibration "
               "samples and hold for inputs where single groups' effects carry over. On a model whose output "
               "cosine is dominated by a few samples (mp_face_detection_short, a face detector's class logits), "
@@ -287,7 +289,7 @@ def render(results: list[dict], flags: str, whole_photos: list[dict] | None = No
               "held-out ones: neither the top group nor the recommendation carries over. The verification on up "
               "to 32 calibration samples then reports the target as not reached instead of claiming it. "
               "(2) The time budget is 1.2x the run before the analysis; what it does not cover (compiling the "
-              "switchable model, the report's chart) brings the whole run to 2-3x. With many groups and a slow "
+              f"switchable model, the report's chart) brings the whole run to {low:.2f}-{high:.2f}x in these runs. With many groups and a slow "
               "model (ppocrv4_det) one sample with every group does not fit: blocks of groups are measured first "
               "and only the most harmful blocks group by group, so the groups of the other blocks rank by their "
               "block's share. (3) On one or two samples the ranking is noisier than on eight. (4) \"Alone "
