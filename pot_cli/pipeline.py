@@ -52,7 +52,7 @@ class RunState:
         quantization started from.
     :param analysis: the ``analysis`` report section, when it ran.
     :param check_output: the output check asked for (``compression.output_check``: ``{"samples",
-        "expected"}``, both optional), or ``None``.
+        "target", "expected"}``, each optional), or ``None``.
     :param output_check: the ``output_check`` report section, when it ran.
     """
 
@@ -131,8 +131,8 @@ class Pipeline:
         #: (:class:`~pot_cli.algorithms.analysis.AnalysisSettings`, or ``None``; see :func:`create_pipeline`)
         self.analyze = None
         #: after the algorithms, the output model against FP32 on calibration samples
-        #: (``compression.output_check``: ``{"samples", "expected"}``, or ``None``); the analysis
-        #: measures it itself
+        #: (``compression.output_check``: ``{"samples", "target", "expected"}``, or ``None``); the
+        #: analysis measures it itself
         self.check_output = None
 
     @property
@@ -463,7 +463,7 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
     :param analyze: ``True`` or a target output cosine in (0, 1]: after the algorithms, the per-layer
         sensitivity analysis and its recommendation (:mod:`pot_cli.algorithms.analysis`), in
         ``pipeline.state.analysis``; ``None``/``False``: none.
-    :param check_output: ``True`` or ``{"samples": n, "expected": {"cosine", "sqnr_db"}}``: after
+    :param check_output: ``True`` or ``{"samples": n, "target": t, "expected": {"cosine", "sqnr_db"}}``: after
         the algorithms, the output model against FP32 on calibration samples
         (:func:`pot_cli.algorithms.analysis.check_output`), in ``pipeline.state.output_check``
         (the analysis measures it itself); ``None``/``False``: none.
@@ -490,12 +490,13 @@ def create_pipeline(algo_config: Iterable[Any], engine, interface: str = "API", 
         raise ConfigError(f"{source}: {e}") from None
     if check_output:
         value = {} if check_output is True else dict(check_output) if isinstance(check_output, dict) else None
-        if (value is None or set(value) - {"samples", "expected"}
+        if (value is None or set(value) - {"samples", "expected", "target"}
                 or not isinstance(value.get("samples", 1), int) or value.get("samples", 1) < 1):
             from pot_cli.errors import ConfigError
 
             raise ConfigError(f"{source}: check_output {check_output!r}: expected True or "
-                              "{'samples': an integer >= 1, 'expected': {'cosine': ..., 'sqnr_db': ...}}")
+                              "{'samples': an integer >= 1, 'target': an output cosine, "
+                              "'expected': {'cosine': ..., 'sqnr_db': ...}}")
         pipeline.check_output = value
     if configs:
         engine.calibration_size()  # an empty data loader fails here, as in the original

@@ -557,8 +557,8 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                                   None if deadline is None else deadline - later)
     if full_metrics is not None:
         split["metrics_s"] = time.perf_counter() - t
-    log.info("Fully quantized: output cosine %.5f, SQNR %.2f dB against FP32; most harmful group(s): %s",
-             full["cosine"], full["sqnr_db"], ", ".join(
+    log.info("Fully quantized: output cosine %.5f, SQNR %.2f dB against FP32 on %d sample(s); most harmful "
+             "group(s): %s", full["cosine"], full["sqnr_db"], len(picked), ", ".join(
                  f"{r['group']} ({r['type']}, alone quantized: cosine {r['only_quantized']['cosine']:.5f})"
                  for r in rows[:3] if r["only_quantized"]))
 
@@ -608,7 +608,7 @@ def verification_indices(indices: list[int], first: int, total: int) -> list[int
 
 
 def check_output(model: ov.Model, fp_model: ov.Model, engine, indices: list[int], samples: int = MAX_VERIFY_SAMPLES,
-                 expected: dict | None = None) -> dict:
+                 expected: dict | None = None, target: float | None = None) -> dict:
     """The output model against FP32 (``compression.output_check``; the config ``--analyze``
     recommends asks for it): both compiled in f32, run on ``samples`` calibration samples chosen
     as the analysis' verification chose them (:func:`verification_indices`), compared per output
@@ -619,8 +619,10 @@ def check_output(model: ov.Model, fp_model: ov.Model, engine, indices: list[int]
     :param indices: the calibration subset.
     :param samples: how many calibration samples (at most ``len(indices)``).
     :param expected: what the analysis predicted (``{"cosine", "sqnr_db"}``), reported beside.
+    :param target: the output cosine the analysis aimed at: ``target_met`` says whether this
+        model reaches it.
     :return: the ``output_check`` report section: ``samples``, ``cosine``, ``sqnr_db``,
-        ``expected``, ``time_s``.
+        ``expected``, ``target``, ``target_met``, ``time_s``.
     :raises ModelError: the device cannot compile either model.
     """
     t0 = time.perf_counter()
@@ -633,12 +635,14 @@ def check_output(model: ov.Model, fp_model: ov.Model, engine, indices: list[int]
     stats = _Stats.new(len(compiled.outputs))
     _run(compiled, [(i, data[i]) for i in which], lambda i, ys: stats.add_outputs(ys, refs[i]))
     figures = stats.figures()
+    met = None if target is None else figures["cosine"] >= target
     section = {"samples": len(which), **figures, "expected": dict(expected) if expected else None,
-               "time_s": round(time.perf_counter() - t0, 3)}
-    log.info("Output against FP32 on %d calibration sample(s): cosine %.5f, SQNR %.2f dB%s", len(which),
+               "target": target, "target_met": met, "time_s": round(time.perf_counter() - t0, 3)}
+    log.info("Output against FP32 on %d calibration sample(s): cosine %.5f, SQNR %.2f dB%s%s", len(which),
              figures["cosine"], figures["sqnr_db"],
              f" (the analysis predicted cosine {expected['cosine']:.5f}, SQNR {expected['sqnr_db']:.2f} dB)"
-             if expected and "cosine" in expected and "sqnr_db" in expected else "")
+             if expected and "cosine" in expected and "sqnr_db" in expected else "",
+             "" if target is None else f"; target {target:g} {'reached' if met else 'NOT reached'}")
     return section
 
 
@@ -862,6 +866,8 @@ def recommended_config(raw: dict, analysis: dict) -> dict:
     rec = analysis["recommendation"]
     comp["output_check"] = {"samples": rec.get("verified_samples") or analysis.get("samples") or MAX_VERIFY_SAMPLES,
                             "expected": dict(rec["predicted"])}
+    if (analysis.get("target") or {}).get("cosine") is not None:
+        comp["output_check"]["target"] = analysis["target"]["cosine"]
     scope = list(analysis["recommendation"]["ignored_scope"])
     for algo in comp.get("algorithms", []):
         if algo.get("name") in ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization"):

@@ -370,7 +370,7 @@ class CompressionConfig:
         recommendation (:mod:`pot_cli.algorithms.analysis`): ``True`` (target output cosine 0.99)
         or the target output cosine; ``None``: none.
     :param output_check: our extension: after quantization, the output model against FP32
-        (:func:`pot_cli.algorithms.analysis.check_output`): ``{"samples": n, "expected": {...}}``
+        (:func:`pot_cli.algorithms.analysis.check_output`): ``{"samples": n, "target": t, "expected": {...}}``
         (keys optional; ``true`` in the file is ``{}``); ``None``: none.
     """
 

@@ -60,7 +60,7 @@ table.kv td{overflow-wrap:anywhere}
 .plot{margin:.6rem 0;overflow-x:auto}
 .plot svg{width:100%;max-width:760px;min-width:500px;height:auto;display:block}
 pre{background:#f0f2f5;border:1px solid var(--line);border-radius:6px;padding:8px 10px;overflow-x:auto;
-font-size:.82rem;margin:.4rem 0}
+font-size:.82rem;margin:.4rem 0}pre.wrap{white-space:pre-wrap;overflow-wrap:anywhere}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em}
 details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}
 nav{font-size:.88rem;margin:.3rem 0 .8rem;display:flex;flex-wrap:wrap;gap:.2em .9em}nav a{white-space:nowrap}
@@ -318,7 +318,7 @@ def _float_layers(report: dict, parts: list[str], nav: list[tuple[str, str]]) ->
         if scope:
             parts.append(f"<p>Ignored scope of {_e(name)} (<code>compression.algorithms[{i}].params.ignored.scope</code>, "
                          f"{len(scope)} name(s), any layer type; kept in float because the config says so):</p>"
-                         f"<pre><code>{_e(', '.join(scope))}</code></pre>")
+                         f'<pre class="wrap"><code>{_e(", ".join(scope))}</code></pre>')
     if reverted:
         parts.append("<p>If branches no calibration sample took (their bodies stay in float):</p><ul>"
                      + "".join(f"<li>{_e(b.get('node'))}: {_e(b.get('branch'))} branch</li>" for b in reverted) + "</ul>")
@@ -341,9 +341,14 @@ def _output_check(report: dict, parts: list[str], nav: list[tuple[str, str]]) ->
     if expected:
         rows.append(["predicted by the analysis that recommended this config", _num(expected.get("cosine"), 6),
                      _num(expected.get("sqnr_db"))])
+    if check.get("target") is not None:
+        rows.append([f"target: {'reached' if check.get('target_met') else '<b>not reached</b>'}",
+                     _num(check.get("target"), 6), ""])
     parts.append(f"<p>The output model against the float model on {_num(check.get('samples'))} calibration "
-                 "sample(s), the worst output: cosine similarity (1: the same direction) and SQNR in dB"
-                 + (" (the same samples as the prediction)" if expected else "") + ".</p>")
+                 "sample(s)" + (" (the samples of the prediction)" if expected else "") + ". Cosine: the mean over "
+                 "the samples of each one's cosine similarity with the FP32 output (1: the same direction); SQNR: "
+                 "signal-to-noise ratio in dB over all samples; a model with several outputs shows its worst "
+                 "output's.</p>")
     parts.append(_table(["", "cosine", "SQNR dB"], rows, numeric={1, 2}))
     nav.append(("output-check", "Output vs FP32"))
 

@@ -214,11 +214,12 @@ def test_recommended_config_extends_the_ignored_scope_and_drops_analyze():
     raw = {"model": {"model_name": "m"}, "compression": {"analyze": 0.99, "algorithms": [
         {"name": "DefaultQuantization", "params": {"ignored": {"scope": ["a"]}}}]}}
     predicted = {"sqnr_db": 30.0, "cosine": 0.995}
-    section = {"recommendation": {"ignored_scope": ["a", "b"], "predicted": predicted, "verified_samples": 20}}
+    section = {"recommendation": {"ignored_scope": ["a", "b"], "predicted": predicted, "verified_samples": 20},
+               "target": {"cosine": 0.99}}
     out = recommended_config(raw, section)
     assert out["compression"] == {"algorithms": [{"name": "DefaultQuantization",
                                                   "params": {"ignored": {"scope": ["a", "b"]}}}],
-                                  "output_check": {"samples": 20, "expected": predicted}}
+                                  "output_check": {"samples": 20, "expected": predicted, "target": 0.99}}
     assert raw["compression"]["analyze"] == 0.99  # not modified
 
 
@@ -299,9 +300,11 @@ def test_pot_analyze_writes_a_recommended_config_that_reproduces_the_predicted_q
     again_report = json.loads((again / "optimized" / "report.json").read_text())
     assert "analysis" not in again_report
     # the re-run measures itself on the samples the prediction was verified on, the prediction beside
-    assert raw["compression"]["output_check"] == {"samples": rec["verified_samples"], "expected": rec["predicted"]}
+    assert raw["compression"]["output_check"] == {"samples": rec["verified_samples"], "expected": rec["predicted"],
+                                                  "target": section["target"]["cosine"]}
     check = again_report["output_check"]
     assert check["samples"] == rec["verified_samples"] and check["expected"] == rec["predicted"]
+    assert check["target"] == section["target"]["cosine"] and check["target_met"] == (check["cosine"] >= check["target"])
     assert abs(check["cosine"] - rec["predicted"]["cosine"]) < 0.002
     assert check["cosine"] >= section["target"]["cosine"] - 0.002
     page = (again / "optimized" / "report.html").read_text()
@@ -315,7 +318,7 @@ def test_output_check_in_the_api_compares_the_output_model_with_fp32():
                                IEEngine({"device": "CPU"}, Arrays()), check_output={"samples": 12})
     pipeline.run(fragile_chain())
     check = pipeline.state.output_check
-    assert check["samples"] == 12 and check["expected"] is None
+    assert check["samples"] == 12 and check["expected"] is None and check["target"] is None
     analysed = run(fragile_chain()).state.analysis["fully_quantized"]
     assert check["cosine"] < 0.999  # conv2 is fragile: far from FP32
     assert check["cosine"] == pytest.approx(analysed["cosine"], abs=0.02)
