@@ -418,9 +418,18 @@ def _select(n_total: int, size: int | None, shuffle: bool, seed: int) -> tuple[l
     return list(range(n)), clipped
 
 
+_WARNED_SUBSETS: set[tuple] = set()
+
+
 def _warn_subset(size: int | None, n_total: int, source: str | None) -> None:
-    """A warning when ``stat_subset_size`` was set above the data; an info line at its default."""
+    """A warning when ``stat_subset_size`` was set above the data; an info line at its default.
+    Once per (size, data) in a process: the subset is computed again by later stages (the
+    analysis), and the line was logged twice."""
     from pot_cli.config.model import QuantizationParams
+
+    if (size, n_total, source) in _WARNED_SUBSETS:
+        return
+    _WARNED_SUBSETS.add((size, n_total, source))
 
     level = logging.INFO if size == QuantizationParams.stat_subset_size else logging.WARNING
     logger.log(level, "stat_subset_size %s is larger than the %d samples in %s; using all %d",

@@ -471,9 +471,13 @@ def test_select_subset(caplog):
     assert len(set(a)) == 10 and all(0 <= i < 100 for i in a)
     assert a == np.random.default_rng(42).permutation(100)[:10].tolist()
     assert select_subset(5, None, False, 0) == [0, 1, 2, 3, 4]
+    import pot_cli.engines.data_source as data_source
+
+    data_source._WARNED_SUBSETS.clear()
     with caplog.at_level(logging.INFO, logger="pot"):
         assert select_subset(54, 400, False, 0, source="imgs") == list(range(54))
         assert select_subset(54, 300, False, 0, source="imgs") == list(range(54))
+        assert select_subset(54, 300, False, 0, source="imgs") == list(range(54))  # said once
     assert warnings_of(caplog) == [
         "stat_subset_size 400 is larger than the 54 samples in imgs; using all 54"]
     # at its default (300, as POT's) the same is an info line: the user asked for nothing
