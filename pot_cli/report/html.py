@@ -581,8 +581,8 @@ def _quantizers(report: dict, parts: list[str], nav: list[tuple[str, str]]) -> N
                         _e(", ".join(r.get("consumers") or []))])
     off = 1 if has_model else 0
     parts.append('<p class="note">Per-channel quantizers (channels &gt; 1): input_low is the smallest and input_high the '
-                 'largest bound over the channels. levels: 256 for activations and 255 for weights (the symmetric '
-                 'grid [-127, 127]); 128 or 127 where the saturation fix keeps one bit less (by default on the first '
+                 'largest bound over the channels. levels: 8-bit activations have 256 and symmetric 8-bit weights 255 '
+                 '(the grid [-127, 127]); 128 or 127 where the saturation fix keeps one bit less (by default on the first '
                  'layer: CPUs without VNNI add pairs of INT8 products in 16 bits, which the full grid can '
                  'overflow).</p>')
     parts.append(f"<details {'open' if len(rows) <= 150 else ''}><summary>{len(rows)} quantizers</summary>"
