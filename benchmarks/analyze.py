@@ -135,11 +135,11 @@ def quantize_in_process(name: str, listing: Path):
     pipeline.analyze = AnalysisSettings(samples=1)  # keeps the float model the quantization started from
     import pot_cli.pipeline as pl
 
-    saved, pl.Pipeline._analyze = pl.Pipeline._analyze, lambda self, m, s: None  # the float model only
+    saved, pl.Pipeline._measure_output = pl.Pipeline._measure_output, lambda self, m, s: None  # the float model only
     try:
         model = pipeline.run(model)
     finally:
-        pl.Pipeline._analyze = saved
+        pl.Pipeline._measure_output = saved
     return model.model, pipeline.state.result, pipeline.state.float_model, fp_model
 
 
@@ -194,6 +194,10 @@ def measure_model(name: str, work: Path, protocol: str = "crops") -> dict:
             "target": section["target"]["cosine"], "keep_float": rec["keep_float"]}
 
 
+def _yn(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
 def _top_ok(h: dict) -> tuple[bool, float, float, int, int]:
     """The top group kept in float improves the held-out cosine, and more than the mean random group."""
     gains = [c - h["quantized"] for c in h["random_float"]]
@@ -240,7 +244,7 @@ def render(results: list[dict], flags: str, whole_photos: list[dict] | None = No
                      f"{', '.join('`%s`' % g for g in r['keep_float']) or '-'} | "
                      f"{r['calibration']['predicted']['cosine']:.5f} (fully quantized "
                      f"{r['calibration']['fully_quantized']['cosine']:.5f}) | {h['recommended']:.5f} | "
-                     f"{h['pot_c_recommended']:.5f} | {'yes' if h['pot_c_recommended'] >= r['target'] else 'NO'} |")
+                     f"{h['pot_c_recommended']:.5f} | {_yn(h['pot_c_recommended'] >= r['target'])} |")
     lines += ["", "## Cost (wall clock of the whole `pot` command, subprocess)", "",
               "The analysis' own split: compiling the switchable model (and loading the samples), the variants "
               "(every group alone quantized, the most harmful groups alone in float), the prefix search for the "
@@ -264,9 +268,9 @@ def render(results: list[dict], flags: str, whole_photos: list[dict] | None = No
     for r in results:
         h = r["held_out"]
         ok, _, _, beats, draws = _top_ok(h)
-        lines.append(f"| {r['model']} | {'yes' if ok else 'NO'} ({beats} of {draws} "
-                     f"draws) | {'yes' if h['pot_c_recommended'] >= r['target'] else 'NO'} | "
-                     f"{'yes' if r['ratio'] <= 3.0 else 'NO'} ({r['ratio']:.2f}x) |")
+        lines.append(f"| {r['model']} | {_yn(ok)} ({beats} of {draws} "
+                     f"draws) | {_yn(h['pot_c_recommended'] >= r['target'])} | "
+                     f"{_yn(r['ratio'] <= 3.0)} ({r['ratio']:.2f}x) |")
     if whole_photos:
         lines += ["", "## Calibrated on whole photos (held-out crops differ from the calibration data)", "",
                   "The same measurement with the image models calibrated on the whole photos of the same 3 of 4 "
@@ -277,8 +281,8 @@ def render(results: list[dict], flags: str, whole_photos: list[dict] | None = No
             h = r["held_out"]
             ok, top_gain, mean_gain, _, _ = _top_ok(h)
             lines.append(f"| {r['model']} | {h['quantized']:.5f} | {top_gain:+.5f} ({mean_gain:+.5f}) "
-                         f"{'yes' if ok else 'NO'} | {len(r['keep_float'])} | {h['pot_c_recommended']:.5f} "
-                         f"{'yes' if h['pot_c_recommended'] >= r['target'] else 'NO'} | {r['ratio']:.2f}x |")
+                         f"{_yn(ok)} | {len(r['keep_float'])} | {h['pot_c_recommended']:.5f} "
+                         f"{_yn(h['pot_c_recommended'] >= r['target'])} | {r['ratio']:.2f}x |")
     ratios = [r["ratio"] for r in results + list(whole_photos or [])]
     low, high = min(ratios), max(ratios)
     lines += ["", "Limits, in general terms: (1) the ranking and the recommendation are measured on calibration "

@@ -178,15 +178,19 @@ class Pipeline:
             self.check(model)
         for algo in self._algo_seq:
             model = algo.run(model, state) or model
-        if state.analyze is not None:
-            self._analyze(model, state)
-        elif state.check_output is not None:
-            self._check_output(model, state)
+        if state.keeps_float_model:
+            self._measure_output(model, state)
         return model
 
-    def _measurable(self, state: RunState, what: str):
-        """The last quantization algorithm, or ``None`` (with a warning naming ``what``) when
-        the output model cannot be compared with a float model."""
+    def _measure_output(self, model, state: RunState) -> None:
+        """After the algorithms, the output model against its float model: the sensitivity
+        analysis (:func:`pot_cli.algorithms.analysis.analyze`, into ``state.analysis``), which
+        measures the whole model too, else the output check
+        (:func:`~pot_cli.algorithms.analysis.check_output`, into ``state.output_check``); skipped
+        with a warning when there is nothing to compare."""
+        from pot_cli.algorithms.analysis import analyze, check_output
+
+        what = "analyze" if state.analyze is not None else "output_check"
         quant = [a for a in self._algo_seq if a.name in ("DefaultQuantization", "MinMaxQuantization",
                                                          "AccuracyAwareQuantization")]
         why = ("the engine gives no model inputs to the pipeline" if not self.engine.has_sample_feeds else
@@ -194,35 +198,17 @@ class Pipeline:
                "the output model is unquantized" if state.unquantized or not state.result.quantizers else None)
         if why:
             log.warning("%s: skipped, %s", what, why)
-            return None
-        return quant[-1]
-
-    def _analyze(self, model, state: RunState) -> None:
-        """The sensitivity analysis of the output model (:func:`pot_cli.algorithms.analysis.analyze`)
-        into ``state.analysis``; skipped with a warning when there is nothing to analyse."""
-        from pot_cli.algorithms.analysis import analyze
-
-        algo = self._measurable(state, "analyze")
-        if algo is None:
             return
-        t = time.perf_counter()
-        result = analyze(model.model, state.float_model, state.result, self.engine, algo.indices(), state.analyze,
-                         ignored_scope=list(algo.params.ignored.scope), plain_time_s=t - state.started)
-        state.analysis = result.report()
-        state.timed("analysis_s", t)
-
-    def _check_output(self, model, state: RunState) -> None:
-        """The output model against the float model (:func:`pot_cli.algorithms.analysis.check_output`)
-        into ``state.output_check``; skipped with a warning when there is nothing to compare."""
-        from pot_cli.algorithms.analysis import check_output
-
-        algo = self._measurable(state, "output_check")
-        if algo is None:
-            return
-        t = time.perf_counter()
-        state.output_check = check_output(model.model, state.float_model, self.engine, algo.indices(),
-                                          **state.check_output)
-        state.timed("output_check_s", t)
+        t, algo = time.perf_counter(), quant[-1]
+        if state.analyze is not None:
+            state.analysis = analyze(model.model, state.float_model, state.result, self.engine, algo.indices(),
+                                     state.analyze, ignored_scope=list(algo.params.ignored.scope),
+                                     plain_time_s=t - state.started).report()
+            state.timed("analysis_s", t)
+        else:
+            state.output_check = check_output(model.model, state.float_model, self.engine, algo.indices(),
+                                              **state.check_output)
+            state.timed("output_check_s", t)
 
     def _run_cascade(self, model):
         """Run the algorithms on each sub-model of a cascade (their own ignored scopes,

@@ -170,8 +170,10 @@ class _Stats:
 
     def add_outputs(self, ys: list[np.ndarray], refs: list[np.ndarray]) -> None:
         """One sample from whole outputs (the real model's, compared here in f64)."""
-        sums = [_sums(np.asarray(y, np.float64).ravel(), np.asarray(r, np.float64).ravel()) for y, r in zip(ys, refs)]
-        self.add([e for e, _, _ in sums], [y for _, y, _ in sums], [r for _, _, r in sums])
+        ys = [np.asarray(y, np.float64).ravel() for y in ys]
+        refs = [np.asarray(r, np.float64).ravel() for r in refs]
+        self.add([float((y - r) @ (y - r)) for y, r in zip(ys, refs)], [float(y @ y) for y in ys],
+                 [float(r @ r) for r in refs])
 
     def cosines(self) -> np.ndarray:
         """The mean cosine of each output, shape ``[outputs]``."""
@@ -181,11 +183,6 @@ class _Stats:
         """``{"sqnr_db", "cosine"}``: the worst output's."""
         sqnr = [10 * math.log10(max(r, 1e-30) / e) if e > 0 else 200.0 for e, r in zip(self.err2, self.ref2)]
         return {"sqnr_db": round(float(min(sqnr)), 3), "cosine": round(float(min(self.cos / max(self.n, 1))), 6)}
-
-
-def _sums(y: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
-    d = y - r
-    return float(d @ d), float(y @ y), float(r @ r)
 
 
 @dataclass
@@ -386,6 +383,20 @@ def _compile_f32(model: ov.Model, device: str) -> ov.CompiledModel:
                          f"analysis: {runtime_error_text(e)}") from e
 
 
+def _load(engine, indices: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """The model-ready samples ``indices`` of ``engine``, copied: an engine may hand out the same
+    buffers again for later samples (every FP32 reference once came from the last one)."""
+    return {i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(indices)}
+
+
+def _compare(compiled: ov.CompiledModel, samples: dict, which: list[int], refs: dict) -> "_Stats":
+    """``compiled``'s outputs on the samples ``which`` against the float ``refs`` (whole
+    outputs, compared in Python: the real models have no comparison outputs)."""
+    stats = _Stats.new(len(compiled.outputs))
+    _run(compiled, [(i, samples[i]) for i in which], lambda i, ys: stats.add_outputs(ys, refs[i]))
+    return stats
+
+
 def _run(compiled: ov.CompiledModel, jobs: list[tuple[Any, dict]], on_result, outputs: range | None = None) -> None:
     """Run ``jobs`` (``(key, inputs)``) on a few requests in turn; ``on_result(key, [outputs])`` per
     job (copies of the outputs of index in ``outputs``, default all), in this thread, after the
@@ -448,8 +459,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
     types = {op.get_friendly_name(): op.get_type_name() for op in fp_model.get_ops()}
     device = getattr(engine, "device", "CPU") or "CPU"
     picked = _spread(indices, settings.samples)
-    # copies: an engine may hand out the same buffers again for later samples
-    samples = {i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(picked)}
+    samples = _load(engine, picked)
     sw = switchable_model(model, fp_model, groups)
     # FakeQuantize as the plugin's own f32 op; with a dynamic input shape as plain f32 arithmetic,
     # as the statistics collector does (pot_cli.statistics.collector)
@@ -499,7 +509,7 @@ def analyze(model: ov.Model, fp_model: ov.Model, result, engine, indices: list[i
                  - (time.perf_counter() - t0))
     picked = picked[:plan.samples]
     more = [i for i in verification_indices(indices, len(samples), plan.verify_samples) if i not in samples]
-    samples.update({i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(more)})
+    samples.update(_load(engine, more))
     deadline = None if plan.budget is None else time.perf_counter() + plan.budget
     if plan.blocks:
         alone = (f"{plan.blocks} blocks of consecutive groups alone quantized, then the groups of the {plan.refined} "
@@ -628,13 +638,10 @@ def check_output(model: ov.Model, fp_model: ov.Model, engine, indices: list[int]
     t0 = time.perf_counter()
     device = getattr(engine, "device", "CPU") or "CPU"
     which = verification_indices(list(indices), min(MAX_SAMPLES, samples), samples)
-    data = {i: {k: np.array(v, copy=True) for k, v in sample.items()} for i, sample in engine.iter_samples(which)}
+    data = _load(engine, which)
     refs: dict = {}
     _run(_compile_f32(fp_model, device), [(i, data[i]) for i in which], refs.__setitem__)
-    compiled = _compile_f32(model, device)
-    stats = _Stats.new(len(compiled.outputs))
-    _run(compiled, [(i, data[i]) for i in which], lambda i, ys: stats.add_outputs(ys, refs[i]))
-    figures = stats.figures()
+    figures = _compare(_compile_f32(model, device), data, which, refs).figures()
     met = None if target is None else figures["cosine"] >= target
     section = {"samples": len(which), **figures, "expected": dict(expected) if expected else None,
                "target": target, "target_met": met, "time_s": round(time.perf_counter() - t0, 3)}
@@ -820,11 +827,8 @@ def _verify(model: ov.Model, fp_model: ov.Model, order: list[str], k: int, sampl
         for g in keep:
             revert_group(candidate, g, fp_ops, lambda o: is_constant_subgraph(o, cache), ops_by_name=by_name)
         candidate.validate_nodes_and_infer_types()
-        compiled = _compile_f32(candidate, device)
         verified += 1
-        stats = _Stats.new(len(compiled.outputs))
-        _run(compiled, [(i, samples[i]) for i in check], lambda i, ys: stats.add_outputs(ys, refs[i]))
-        figures = stats.figures()
+        figures = _compare(_compile_f32(candidate, device), samples, check, refs).figures()
         met = figures["cosine"] >= target
         if met or k >= len(order) or verified >= MAX_VERIFICATIONS:
             break

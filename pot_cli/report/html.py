@@ -331,6 +331,12 @@ def _quant_algorithms(report: dict) -> list[tuple[int, str]]:
             if a.get("name") in ("DefaultQuantization", "MinMaxQuantization", "AccuracyAwareQuantization")]
 
 
+#: what the analysis and the output check mean by their figures
+_FIGURES = ("Cosine: the cosine similarity of the output and the FP32 output (1: the same direction), averaged "
+            "over the samples; SQNR: the signal-to-noise ratio in dB over all samples; a model with several outputs "
+            "shows its worst output's.")
+
+
 def _output_check(report: dict, parts: list[str], nav: list[tuple[str, str]]) -> None:
     check = report.get("output_check")
     if not check:
@@ -345,10 +351,7 @@ def _output_check(report: dict, parts: list[str], nav: list[tuple[str, str]]) ->
         rows.append([f"target: {'reached' if check.get('target_met') else '<b>not reached</b>'}",
                      _num(check.get("target"), 6), ""])
     parts.append(f"<p>The output model against the float model on {_num(check.get('samples'))} calibration "
-                 "sample(s)" + (" (the samples of the prediction)" if expected else "") + ". Cosine: the mean over "
-                 "the samples of each one's cosine similarity with the FP32 output (1: the same direction); SQNR: "
-                 "signal-to-noise ratio in dB over all samples; a model with several outputs shows its worst "
-                 "output's.</p>")
+                 "sample(s)" + (" (the samples of the prediction)" if expected else "") + f". {_FIGURES}</p>")
     parts.append(_table(["", "cosine", "SQNR dB"], rows, numeric={1, 2}))
     nav.append(("output-check", "Output vs FP32"))
 
@@ -370,9 +373,7 @@ def _analysis(report: dict, parts: list[str], nav: list[tuple[str, str]], plots:
     parts.append('<h2 id="analysis">Which layers hurt: per-layer sensitivity</h2>')
     parts.append(f"<p>Model output against FP32 on {_num(analysis.get('samples'))} calibration "
                  f"sample{'' if analysis.get('samples') == 1 else 's'}, "
-                 f"{_num(analysis.get('groups'))} layer groups, most harmful first. Cosine: the cosine similarity "
-                 "of the output and the FP32 output (1: the same direction), and SQNR its signal-to-noise ratio "
-                 "in dB; a model with several outputs shows its worst output. <i>only quantized</i>: that "
+                 f"{_num(analysis.get('groups'))} layer groups, most harmful first. {_FIGURES} <i>only quantized</i>: that "
                  "group alone in INT8, every other group in float (the ranking: lowest cosine first"
                  + (f", of output <code>{_e(analysis['ranked_by_output'])}</code>, the one the fully quantized model "
                     "is furthest from FP32 on, so the table's worst-output cosine may be out of order"
